@@ -1,0 +1,5 @@
+"""Shared pytest fixtures. Everything is offline and CPU-only."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
