@@ -1,0 +1,147 @@
+"""Batches for pretraining and evaluation: lhotse samplers by total duration, DDP-aware, optional source mixing.
+
+A batch is a dict:
+  features      FloatTensor (N, T, 80)  log-mel fbank, zero beyond each clip's length
+  feature_lens  LongTensor (N,)
+  captions      list[list[str]]         every caption of each clip (objectives pick one per step)
+  labels        list[list[str]]
+  sources, domains, cut_ids: list[str]
+  audio_seconds float                    total audio in the batch (throughput accounting)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeatures
+from torch.utils.data import DataLoader, Dataset
+
+from audiolp.data.schema import cut_captions, cut_domain, cut_labels, cut_source
+from audiolp.features import FeatureConfig, SpecAugmentConfig, build_spec_augment, make_fbank
+
+
+@dataclass
+class LoaderConfig:
+    max_duration: float = 200.0  # seconds of audio per batch (per rank)
+    num_buckets: int = 10
+    shuffle: bool = True
+    drop_last: bool = False
+    num_workers: int = 0
+    features: str = "auto"  # "auto" | "on_the_fly" | "precomputed"
+    spec_augment: bool = True  # applied only when train=True
+    spec_augment_config: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    # {source: weight}: sources are repeated forever and interleaved by lhotse mux with these weights,
+    # so the loader is infinite and training must be bounded by steps. Empty = one pass per epoch.
+    source_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.spec_augment_config, dict):
+            self.spec_augment_config = SpecAugmentConfig(**self.spec_augment_config)
+        if isinstance(self.feature_config, dict):
+            self.feature_config = FeatureConfig(**self.feature_config)
+        if self.features not in ("auto", "on_the_fly", "precomputed"):
+            raise ValueError(
+                f"LoaderConfig.features={self.features!r}; use 'auto', 'on_the_fly' or 'precomputed'"
+            )
+        if self.max_duration <= 0:
+            raise ValueError(f"LoaderConfig.max_duration={self.max_duration}; give seconds of audio per batch > 0")
+
+
+class CaptionBatchDataset(Dataset):
+    """Maps a CutSet chosen by the sampler to a padded batch dict (see module docstring)."""
+
+    def __init__(self, cfg: LoaderConfig, train: bool):
+        self.cfg = cfg
+        self.spec_augment = build_spec_augment(cfg.spec_augment_config) if (train and cfg.spec_augment) else None
+        self._on_the_fly = OnTheFlyFeatures(make_fbank(cfg.feature_config))
+        self._precomputed = PrecomputedFeatures()
+
+    def _strategy(self, cuts: CutSet):
+        mode = self.cfg.features
+        if mode == "auto":
+            mode = "precomputed" if all(c.has_features for c in cuts) else "on_the_fly"
+        if mode == "precomputed":
+            missing = [c.id for c in cuts if not c.has_features]
+            if missing:
+                raise ValueError(
+                    f"features='precomputed' but cut {missing[0]!r} has no stored features; run "
+                    "audiolp.features.precompute_features or set features='on_the_fly'"
+                )
+            return self._precomputed
+        return self._on_the_fly
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        feats, lens = self._strategy(cuts)(cuts)
+        feats = feats.float()
+        lens = lens.long()
+        # lhotse pads with log(eps); zero padding keeps padded frames neutral for models that mask imperfectly.
+        frame_idx = torch.arange(feats.shape[1]).unsqueeze(0)
+        feats = feats.masked_fill((frame_idx >= lens.unsqueeze(1)).unsqueeze(-1), 0.0)
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats)
+        return {
+            "features": feats,
+            "feature_lens": lens,
+            "captions": [cut_captions(c) for c in cuts],
+            "labels": [cut_labels(c) for c in cuts],
+            "sources": [cut_source(c) for c in cuts],
+            "domains": [cut_domain(c) for c in cuts],
+            "cut_ids": [c.id for c in cuts],
+            "audio_seconds": float(sum(c.duration for c in cuts)),
+        }
+
+
+def mix_sources(cuts: CutSet, weights: dict[str, float], seed: int = 0) -> CutSet:
+    """Infinite stream interleaving each source (repeated forever) with the given weights (lhotse mux)."""
+    by_source: dict[str, list] = {}
+    for c in cuts:
+        by_source.setdefault(cut_source(c), []).append(c)
+    unknown = sorted(set(weights) - set(by_source))
+    if unknown:
+        raise ValueError(f"source_weights names {unknown}, not in the manifest; its sources are {sorted(by_source)}")
+    names = [s for s in sorted(by_source) if weights.get(s, 0) > 0]
+    if not names:
+        raise ValueError("source_weights gives no positive weight to any source in the manifest")
+    parts = [CutSet.from_cuts(by_source[s]).repeat() for s in names]
+    return CutSet.mux(*parts, weights=[weights[s] for s in names], seed=seed)
+
+
+def make_sampler(cuts: CutSet, cfg: LoaderConfig, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 train: bool = True) -> DynamicBucketingSampler:
+    stream = mix_sources(cuts, cfg.source_weights, seed) if (train and cfg.source_weights) else cuts
+    num_cuts_estimate = 10_000
+    if not cfg.source_weights:
+        num_cuts_estimate = min(10_000, len(cuts))
+    return DynamicBucketingSampler(
+        stream,
+        max_duration=cfg.max_duration,
+        num_buckets=max(1, min(cfg.num_buckets, num_cuts_estimate // 2)),
+        shuffle=cfg.shuffle and train,
+        drop_last=cfg.drop_last,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        num_cuts_for_bins_estimate=num_cuts_estimate,
+    )
+
+
+def make_dataloader(cuts: CutSet, cfg: LoaderConfig | None = None, seed: int = 0, rank: int = 0,
+                    world_size: int = 1, epoch: int = 0, train: bool = True) -> DataLoader:
+    """DataLoader over a duration-bucketed sampler; ``loader.sampler`` has lhotse's state_dict/load_state_dict
+    for exact mid-epoch resume and ``set_epoch``."""
+    cfg = cfg or LoaderConfig()
+    if not cuts.is_lazy and len(cuts) == 0:
+        raise ValueError("the cut manifest is empty: nothing to load")
+    sampler = make_sampler(cuts, cfg, seed=seed, rank=rank, world_size=world_size, train=train)
+    sampler.set_epoch(epoch)
+    return DataLoader(
+        CaptionBatchDataset(cfg, train=train),
+        sampler=sampler,
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        persistent_workers=False,
+    )

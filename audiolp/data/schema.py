@@ -1,0 +1,151 @@
+"""The CaptionStew manifest schema on lhotse.
+
+One MonoCut per clip at 16 kHz with one supervision spanning the cut. The supervision's ``custom`` holds
+``caption`` (a list of strings, as the paper authors' released manifests do), ``source`` (corpus or
+sub-source name), ``domain`` (sound / music / speech) and, optionally, ``labels`` (list of strings).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.cut import Cut
+
+SAMPLING_RATE = 16_000
+DOMAINS = ("sound", "music", "speech")
+
+
+class SchemaError(ValueError):
+    """A cut or manifest entry that does not follow the CaptionStew schema."""
+
+
+def clean_captions(captions: str | Sequence[str] | None) -> list[str]:
+    """Strip captions and drop empty ones; a single string becomes a one-element list."""
+    if captions is None:
+        return []
+    if isinstance(captions, str):
+        captions = [captions]
+    return [c.strip() for c in captions if isinstance(c, str) and c.strip()]
+
+
+def make_caption_cut(
+    cut_id: str,
+    recording: Recording,
+    captions: str | Sequence[str],
+    source: str,
+    domain: str,
+    labels: Sequence[str] | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
+    extra: dict | None = None,
+) -> MonoCut:
+    """Build one CaptionStew cut; the audio is resampled to 16 kHz on load when the file is not.
+
+    Raises SchemaError naming the field when captions are empty or the domain is unknown.
+    """
+    caps = clean_captions(captions)
+    if not caps:
+        raise SchemaError(f"cut {cut_id!r}: field 'caption' is empty; give at least one non-empty caption")
+    if domain not in DOMAINS:
+        raise SchemaError(f"cut {cut_id!r}: field 'domain'={domain!r}; use one of {DOMAINS}")
+    if not source:
+        raise SchemaError(f"cut {cut_id!r}: field 'source' is empty; name the corpus the clip comes from")
+    if duration is None:
+        duration = recording.duration - start
+    duration = min(duration, recording.duration - start)
+    if duration <= 0:
+        raise SchemaError(
+            f"cut {cut_id!r}: start={start} is past the end of recording {recording.id!r} ({recording.duration:.2f} s)"
+        )
+    custom = {"caption": caps, "source": source, "domain": domain}
+    if labels:
+        custom["labels"] = [str(x) for x in labels]
+    if extra:
+        custom.update(extra)
+    sup = SupervisionSegment(
+        id=cut_id,
+        recording_id=recording.id,
+        start=start,
+        duration=duration,
+        channel=0,
+        custom=custom,
+    )
+    cut = MonoCut(id=cut_id, start=start, duration=duration, channel=0, recording=recording, supervisions=[sup])
+    # Supervision times are relative to the cut.
+    cut.supervisions[0].start = 0.0
+    if recording.sampling_rate != SAMPLING_RATE:
+        cut = cut.resample(SAMPLING_RATE)
+    return cut
+
+
+def _custom(cut: Cut) -> dict:
+    if not cut.supervisions or cut.supervisions[0].custom is None:
+        raise SchemaError(f"cut {cut.id!r}: no supervision with 'custom' fields; it is not a CaptionStew cut")
+    return cut.supervisions[0].custom
+
+
+def cut_captions(cut: Cut) -> list[str]:
+    caps = _custom(cut).get("caption")
+    if isinstance(caps, str):  # tolerate single-string captions from other manifests
+        caps = [caps]
+    return list(caps or [])
+
+
+def cut_source(cut: Cut) -> str:
+    return _custom(cut).get("source", "unknown")
+
+
+def cut_domain(cut: Cut) -> str:
+    return _custom(cut).get("domain", "sound")
+
+
+def cut_labels(cut: Cut) -> list[str]:
+    return list(_custom(cut).get("labels") or [])
+
+
+def validate_cut(cut: Cut) -> None:
+    """Raise SchemaError naming the field when ``cut`` does not follow the schema."""
+    custom = _custom(cut)
+    if not clean_captions(custom.get("caption")):
+        raise SchemaError(f"cut {cut.id!r}: field 'caption' is empty")
+    if custom.get("domain", "sound") not in DOMAINS:
+        raise SchemaError(f"cut {cut.id!r}: field 'domain'={custom.get('domain')!r} not in {DOMAINS}")
+    if cut.sampling_rate != SAMPLING_RATE:
+        raise SchemaError(f"cut {cut.id!r}: sampling rate {cut.sampling_rate} Hz; resample to {SAMPLING_RATE}")
+
+
+def save_manifest(cuts: Iterable[Cut], path: str | os.PathLike) -> Path:
+    """Write a lhotse jsonl(.gz) cut manifest atomically: a crash never leaves a half-written file in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".jsonl.gz" if str(path).endswith(".gz") else ".jsonl"
+    tmp = path.with_name(path.name + ".partial" + suffix)
+    CutSet.from_cuts(cuts).to_file(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(path: str | os.PathLike) -> CutSet:
+    """Read a lhotse cut manifest (jsonl / jsonl.gz) or a Shar directory."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"manifest {path} does not exist; build it with `audiolp prepare ...`")
+    if path.is_dir():
+        if any(path.glob("cuts.*.jsonl*")):
+            return CutSet.from_shar(in_dir=path)
+        candidates = sorted(path.glob("*cuts*.jsonl*"))
+        if len(candidates) == 1:
+            return CutSet.from_file(candidates[0])
+        raise FileNotFoundError(
+            f"{path} is a directory without a Shar index (cuts.*.jsonl*) or a single *cuts*.jsonl.gz; pass the manifest file"
+        )
+    return CutSet.from_file(path)
+
+
+def export_shar(cuts: CutSet, out_dir: str | os.PathLike, shard_size: int = 1000, audio_format: str = "flac") -> list:
+    """Write cuts with their audio as lhotse Shar (tar shards), the format for streaming large corpora."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return cuts.to_shar(out_dir, fields={"recording": audio_format}, shard_size=shard_size)
