@@ -1,0 +1,161 @@
+"""`audiolp prepare|stats|pretrain|demo`: the same functions the notebooks call."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _parse_sources(items: list[str]) -> list[tuple[str, str]]:
+    sources = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--source {item!r}: write NAME=PATH, e.g. --source audiocaps=/data/audiocaps")
+        sources.append((name.strip().lower(), path))
+    return sources
+
+
+def cmd_prepare(args) -> int:
+    if args.corpus == "captionstew":
+        from audiolp.data.stew import build_captionstew, stats_table
+
+        if not args.source:
+            raise SystemExit("prepare captionstew needs at least one --source NAME=PATH")
+        report = build_captionstew(_parse_sources(args.source), args.out, exclude_ids=args.exclude_ids or (),
+                                   seed=args.seed, shar=args.shar)
+        print(stats_table(report.stats) if hasattr(report, "stats") else report)
+        print(f"wrote {Path(args.out) / 'cuts.jsonl.gz'}")
+        return 0
+    if args.corpus == "ministew":
+        from audiolp.data.ministew import build_ministew
+        from audiolp.data.ministew.card import data_card
+
+        start = time.time()
+        out = build_ministew(args.out, profile=args.profile, seed=args.seed)
+        print(data_card(out))
+        print(f"MiniStew ({args.profile}) ready in {out} after {time.time() - start:.0f} s")
+        return 0
+    raise SystemExit(f"unknown corpus {args.corpus!r}; use captionstew or ministew")
+
+
+def cmd_stats(args) -> int:
+    from audiolp.data.schema import load_manifest
+    from audiolp.data.stew import caption_statistics, stats_table
+
+    path = Path(args.manifest)
+    if path.is_dir() and (path / "cuts.jsonl.gz").exists():
+        path = path / "cuts.jsonl.gz"
+    stats = caption_statistics(load_manifest(path))
+    print(json.dumps(stats, indent=2) if args.json else stats_table(stats))
+    return 0
+
+
+def _apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
+    """`--set optim.lr=0.01 --set loader.max_duration=60` on the TrainConfig JSON."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: write KEY=VALUE, e.g. --set optim.lr=0.01")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = cfg_dict
+        *parents, leaf = key.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise SystemExit(f"--set {key}: {p!r} is not a config section")
+            node = node[p]
+        if leaf not in node:
+            raise SystemExit(f"--set {key}: unknown field {leaf!r}; fields here: {sorted(node)}")
+        node[leaf] = value
+    return cfg_dict
+
+
+def cmd_pretrain(args) -> int:
+    from dataclasses import asdict
+
+    from audiolp.train.config import TrainConfig
+    from audiolp.train.trainer import train
+
+    if args.config:
+        cfg_dict = json.loads(Path(args.config).read_text())
+    else:
+        cfg_dict = asdict(TrainConfig())
+    for field_name, value in (("objective", args.objective), ("data", args.data), ("scale", args.scale),
+                              ("model", args.model), ("run_dir", args.run_dir), ("max_steps", args.max_steps),
+                              ("seed", args.seed), ("init_from", args.init_from), ("precision", args.precision),
+                              ("device", args.device), ("text_model", args.text_model)):
+        if value is not None:
+            if field_name not in cfg_dict:
+                raise SystemExit(f"TrainConfig has no field {field_name!r}")
+            cfg_dict[field_name] = value
+    cfg = TrainConfig.from_dict(_apply_overrides(cfg_dict, args.set or []))
+    run_dir = train(cfg)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The study on the built-in corpus, as far as the package has it today; says what is not there yet."""
+    from audiolp.study.demo import run_demo
+
+    return run_demo(profile=args.profile, out_root=args.out, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiolp", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pp = sub.add_parser("prepare", help="build a corpus manifest (CaptionStew from local corpora, or MiniStew offline)")
+    pp.add_argument("corpus", choices=["captionstew", "ministew"])
+    pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable)")
+    pp.add_argument("--exclude-ids", help="file with extra media ids to drop (one per line)")
+    pp.add_argument("--shar", action="store_true", help="also write lhotse Shar shards")
+    pp.add_argument("--profile", default="full", choices=["tiny", "full"], help="MiniStew size")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--out", required=True)
+    pp.set_defaults(func=cmd_prepare)
+
+    ps = sub.add_parser("stats", help="statistics of a manifest: clips, hours, captions, vocabulary, Distinct-n")
+    ps.add_argument("manifest", help="a cuts.jsonl.gz or the directory holding it")
+    ps.add_argument("--json", action="store_true")
+    ps.set_defaults(func=cmd_stats)
+
+    pt = sub.add_parser("pretrain", help="pretrain an encoder (works under torchrun for DDP)")
+    pt.add_argument("--config", help="TrainConfig JSON; flags below override it")
+    pt.add_argument("--objective", choices=["contrastive", "captioning", "tagging"])
+    pt.add_argument("--data", help="corpus directory or cuts manifest")
+    pt.add_argument("--scale", help="400K, 1M, 4M, 10.7M, full or <number>[K|M]")
+    pt.add_argument("--model", help="zipformer_m | zipformer_s | zipformer_tiny")
+    pt.add_argument("--run-dir", dest="run_dir")
+    pt.add_argument("--max-steps", dest="max_steps", type=int)
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--init-from", dest="init_from", help="encoder checkpoint to start from (init ablation)")
+    pt.add_argument("--precision", choices=["fp32", "bf16"])
+    pt.add_argument("--device")
+    pt.add_argument("--text-model", dest="text_model", help="HF path or 'minilm' (offline default)")
+    pt.add_argument("--set", action="append", help="KEY=VALUE override of any TrainConfig field (dotted)")
+    pt.set_defaults(func=cmd_pretrain)
+
+    pd = sub.add_parser("demo", help="the study on the built-in offline corpus")
+    pd.add_argument("--profile", default="full", choices=["tiny", "full"])
+    pd.add_argument("--out", default="papermill_runs/demo")
+    pd.add_argument("--steps", type=int, default=None, help="pretraining steps per objective (default by profile)")
+    pd.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
