@@ -1,0 +1,46 @@
+"""Source adapters: one small module per caption corpus, each reading a local copy in the corpus' own
+published layout and returning CaptionStew cuts (see ``audiolp.data.schema``).
+
+Every adapter is ``load(root, **options) -> SourceLoad``. Use ``load_source(name, root, **options)`` to pick
+one by name; ``SOURCES`` lists them.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Callable
+
+from audiolp.data.sources import audiocaps, audiosetcaps, clotho, jamendomaxcaps, musiccaps, paraspeechcaps, wavcaps
+from audiolp.data.sources.common import (  # noqa: F401
+    MEDIA_END,
+    MEDIA_ID,
+    MEDIA_START,
+    SPLIT,
+    SourceLoad,
+    normalize_media_key,
+    parse_youtube_clip,
+)
+
+SOURCES: dict[str, Callable[..., SourceLoad]] = {
+    "audiocaps": audiocaps.load,
+    "clotho": clotho.load,
+    "wavcaps": wavcaps.load,
+    "musiccaps": musiccaps.load,
+    "audiosetcaps": audiosetcaps.load,
+    "paraspeechcaps": paraspeechcaps.load,
+    "jamendomaxcaps": jamendomaxcaps.load,
+}
+
+
+def load_source(name: str, root: str | Path, **options) -> SourceLoad:
+    """Load corpus ``name`` from ``root`` with adapter ``options`` (see each module's ``load``). Raises
+    KeyError listing the known names for an unknown corpus, TypeError listing the accepted options."""
+    key = name.strip().lower()
+    if key not in SOURCES:
+        raise KeyError(f"unknown caption source {name!r}; known sources: {', '.join(sorted(SOURCES))}")
+    loader = SOURCES[key]
+    accepted = [p for p in inspect.signature(loader).parameters if p != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"source {key!r}: unknown option(s) {unknown}; accepted: {accepted}")
+    return loader(root, **options)

@@ -1,0 +1,104 @@
+"""AudioCaps (v1 or v2): ``train.csv``, ``val.csv``, ``test.csv`` with columns
+``audiocap_id,youtube_id,start_time,caption`` and a folder of 10 s clips.
+
+One row is one caption; the rows of a clip (same youtube_id and start_time; 5 per clip in val/test) become
+one cut with the caption list. Clip files are found by stem anywhere under ``audio_dir`` (flat or per-split
+folders) using ``file_patterns``; the defaults cover the common download scripts: ``<youtube_id>``,
+``Y<youtube_id>``, ``<youtube_id>_<start_time>`` and ``<audiocap_id>``. The split is kept in
+``custom['split']``; the test clips' YouTube ids are reported as evaluation ids (the stew drops them and any
+clip of another corpus cut from the same video).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from audiolp.data.sources.common import (
+    AudioFinder,
+    SourceLoad,
+    add_clip,
+    fmt_time,
+    iter_csv,
+    no_expected_files,
+    parse_float,
+    require_root,
+    youtube_media_id,
+)
+
+NAME = "audiocaps"
+DOMAIN = "sound"
+SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("test",)
+COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
+FILE_PATTERNS = ("{youtube_id}", "Y{youtube_id}", "{youtube_id}_{start_time}", "{audiocap_id}")
+CLIP_SECONDS = 10.0
+
+
+def load(
+    root: str | Path,
+    *,
+    audio_dir: str | Path | None = None,
+    csv_dir: str | Path | None = None,
+    splits: Sequence[str] = SPLITS,
+    file_patterns: Sequence[str] = FILE_PATTERNS,
+) -> SourceLoad:
+    """Read AudioCaps from ``root`` (csv files in ``csv_dir`` or root; audio under ``audio_dir``, default
+    ``root/audio`` when it exists, else root)."""
+    expected = [f"{s}.csv" for s in splits]
+    root = require_root(root, NAME, expected)
+    csv_dir = Path(csv_dir) if csv_dir else root
+    audio_dir = Path(audio_dir) if audio_dir else (root / "audio" if (root / "audio").is_dir() else root)
+    csvs = [(s, csv_dir / f"{s}.csv") for s in splits if (csv_dir / f"{s}.csv").is_file()]
+    if not csvs:
+        raise no_expected_files(csv_dir, NAME, expected)
+
+    out = SourceLoad(name=NAME)
+    finder = AudioFinder([audio_dir])
+    for split, path in csvs:
+        # (youtube_id, start) -> first row's location, audiocap ids, captions; insertion order = file order
+        clips: dict[tuple[str, float], dict] = {}
+        for where, row in iter_csv(path, COLUMNS, out):
+            ytid = row["youtube_id"].strip()
+            if not ytid:
+                out.bad(where, "field 'youtube_id' is empty")
+                continue
+            try:
+                start = parse_float(row["start_time"], "start_time")
+            except ValueError as e:
+                out.bad(where, str(e))
+                continue
+            clip = clips.setdefault((ytid, start), {"where": where, "ids": [], "captions": []})
+            clip["ids"].append(row["audiocap_id"].strip())
+            caption = row["caption"].strip()
+            if not caption:
+                out.empty_captions += 1  # this caption is dropped; the clip keeps its other captions
+                continue
+            clip["captions"].append(caption)
+        for (ytid, start), clip in clips.items():
+            media_id = youtube_media_id(ytid)
+            if split in EVAL_SPLITS:
+                out.eval_ids.add(media_id)
+            if not clip["captions"]:
+                out.rows += 1  # every caption of the clip was empty: counted per caption row above
+                continue
+            names = []
+            for pattern in file_patterns:
+                if "{audiocap_id}" in pattern:
+                    names += [pattern.format(youtube_id=ytid, start_time=fmt_time(start), audiocap_id=i) for i in clip["ids"]]
+                else:
+                    names.append(pattern.format(youtube_id=ytid, start_time=fmt_time(start), audiocap_id=""))
+            add_clip(
+                out,
+                where=clip["where"],
+                cut_id=f"{NAME}/{ytid}_{fmt_time(start)}",
+                audio_path=finder.find(names),
+                captions=clip["captions"],
+                source=NAME,
+                domain=DOMAIN,
+                media_id=media_id,
+                media_start=start,
+                media_end=start + CLIP_SECONDS,
+                split=split,
+                extra={"audiocap_ids": clip["ids"]},
+            )
+    return out

@@ -1,0 +1,244 @@
+"""CaptionStew: merge the caption corpora into one manifest, leak-free and deduplicated, with statistics.
+
+``build_captionstew`` loads each source with its adapter (``audiolp.data.sources``), then, in the order the
+sources are given:
+
+1. drops every clip whose underlying media (``custom['media_id']``: the YouTube id for AudioSet-derived
+   clips, the corpus file id otherwise) is in an evaluation set: AudioCaps test, MusicCaps eval
+   (``is_audioset_eval``), VGGSound test (when its csv is given), Clotho evaluation. Matching is by media id
+   regardless of the time segment: a different 10 s of the same video is still dropped, the conservative
+   choice against leakage. So a WavCaps AudioSet_SL clip of an AudioCaps-test video goes too;
+2. drops clips named in ``exclude_ids`` (an iterable or a text file, one id per line; an id matches a clip's
+   media id, its YouTube id, its cut id or its audio file stem);
+3. merges duplicates: a clip with the same media id as an already kept clip and an overlapping time span
+   (unknown spans overlap everything) adds its captions to the kept clip's caption list (exact repeats
+   skipped) and is not kept itself. The first source listed wins, so list the human-written corpora first.
+
+It writes ``out_dir/cuts.jsonl.gz`` (lhotse, atomically), ``out_dir/stats.json`` (per-source and overall
+statistics plus the per-input build counts, atomically), ``out_dir/malformed.txt`` (every skipped malformed
+row) and, with ``shar=True``, a Shar copy with audio under ``out_dir/shar``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from lhotse import CutSet
+from lhotse.cut import Cut
+
+from audiolp.data.schema import export_shar, load_manifest, save_manifest
+from audiolp.data.sources import MEDIA_END, MEDIA_ID, MEDIA_START, SourceLoad, load_source, normalize_media_key
+from audiolp.data.sources.common import parse_youtube_clip
+from audiolp.data.text_stats import caption_statistics, stats_table, tokenize  # noqa: F401  (re-exported)
+
+MANIFEST_NAME = "cuts.jsonl.gz"
+STATS_NAME = "stats.json"
+MALFORMED_NAME = "malformed.txt"
+
+SourceSpec = (
+    Mapping[str, "str | os.PathLike | Mapping"]
+    | Sequence["tuple[str, str | os.PathLike] | tuple[str, str | os.PathLike, Mapping]"]
+)
+
+
+@dataclass
+class StewReport:
+    out_dir: Path
+    manifest: Path
+    stats_path: Path
+    stats: dict
+    inputs: dict[str, dict]  # per input: rows, loaded, missing_audio, malformed, empty_captions, dropped_*, kept
+    num_cuts: int
+    shar_dir: Path | None = None
+    malformed: dict[str, list[str]] = field(default_factory=dict)
+
+    def table(self) -> str:
+        return stats_table(self.stats)
+
+
+def _normalize_specs(sources: SourceSpec) -> list[tuple[str, str, Path, dict]]:
+    """-> [(input label, adapter name, root, options)]; a dict value may be a root or {'root': ..., **options}."""
+    items = list(sources.items()) if isinstance(sources, Mapping) else list(sources)
+    if not items:
+        raise ValueError("build_captionstew: no sources given; pass e.g. {'audiocaps': '/data/audiocaps'}")
+    specs, seen = [], defaultdict(int)
+    for item in items:
+        if isinstance(item, (str, bytes)) or len(item) not in (2, 3):
+            raise ValueError(f"build_captionstew: source entry {item!r} must be (name, root) or (name, root, options)")
+        name, value = item[0], item[1]
+        options = dict(item[2]) if len(item) == 3 else {}
+        if isinstance(value, Mapping):
+            options = {**{k: v for k, v in value.items() if k != "root"}, **options}
+            if "root" not in value:
+                raise ValueError(f"build_captionstew: options for source {name!r} lack 'root'")
+            value = value["root"]
+        seen[name] += 1
+        label = name if seen[name] == 1 else f"{name}#{seen[name]}"
+        specs.append((label, name, Path(value), options))
+    return specs
+
+
+def read_id_list(exclude_ids: Iterable[str] | str | os.PathLike) -> list[str]:
+    """An id iterable, or a text file with one id per line (blank lines and '#' comments ignored; for a csv
+    the first column is used)."""
+    if isinstance(exclude_ids, (str, os.PathLike)):
+        path = Path(exclude_ids)
+        if not path.is_file():
+            raise FileNotFoundError(f"exclude_ids file {path} does not exist; give a text file with one id per line")
+        ids = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                ids.append(line.split(",", 1)[0].strip())
+        return ids
+    return [str(x) for x in exclude_ids]
+
+
+def cut_media_keys(cut: Cut) -> set[str]:
+    custom = cut.supervisions[0].custom or {}
+    keys = {cut.id, cut.id.rsplit("/", 1)[-1]}
+    media = custom.get(MEDIA_ID)
+    if media:
+        keys.add(media)
+        keys.add(media.split(":", 1)[-1])
+    if cut.has_recording and cut.recording.sources and cut.recording.sources[0].type == "file":
+        stem = Path(cut.recording.sources[0].source).stem
+        keys.add(stem)
+        yt = parse_youtube_clip(stem)
+        if yt:
+            keys.add(yt[0])
+    return keys
+
+
+def _span(cut: Cut) -> tuple[float | None, float | None]:
+    custom = cut.supervisions[0].custom or {}
+    return custom.get(MEDIA_START), custom.get(MEDIA_END)
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    (s1, e1), (s2, e2) = a, b
+    if s1 is None or s2 is None:
+        return True  # unknown position inside the media: assume the same clip
+    e1 = float("inf") if e1 is None else e1
+    e2 = float("inf") if e2 is None else e2
+    return s1 < e2 and s2 < e1
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_captionstew(
+    sources: SourceSpec,
+    out_dir: str | os.PathLike,
+    exclude_ids: Iterable[str] | str | os.PathLike = (),
+    seed: int = 0,
+    shar: bool = False,
+    drop_eval: bool = True,
+    shar_shard_size: int = 1000,
+) -> StewReport:
+    """Build CaptionStew from local corpus copies (see the module docstring).
+
+    ``sources``: ``{name: root}``, ``{name: {"root": root, **adapter_options}}`` or a list of
+    ``(name, root[, options])`` (a name may repeat, e.g. two WavCaps copies). ``seed`` shuffles the output
+    order (so Shar shards mix sources); the kept set does not depend on it. ``drop_eval=False`` keeps the
+    evaluation clips (only for building evaluation manifests). Nothing is written unless every source loads.
+    """
+    out_dir = Path(out_dir)
+    specs = _normalize_specs(sources)
+    loads: list[tuple[str, SourceLoad]] = []
+    for label, name, root, options in specs:
+        loads.append((label, load_source(name, root, **options)))
+
+    eval_ids: set[str] = set()
+    for _, ld in loads:
+        eval_ids |= ld.eval_ids
+    exclude_keys: set[str] = set()
+    for raw in read_id_list(exclude_ids):
+        exclude_keys |= normalize_media_key(raw)
+
+    inputs: dict[str, dict] = {}
+    kept: list[Cut] = []
+    by_media: dict[str, list[Cut]] = defaultdict(list)
+    for label, ld in loads:
+        counts = {**ld.summary(), "dropped_eval_overlap": 0, "dropped_excluded": 0, "duplicates_merged": 0, "kept": 0}
+        for cut in ld.cuts:
+            custom = cut.supervisions[0].custom
+            media = custom.get(MEDIA_ID) or cut.id
+            if drop_eval and media in eval_ids:
+                counts["dropped_eval_overlap"] += 1
+                continue
+            if exclude_keys and cut_media_keys(cut) & exclude_keys:
+                counts["dropped_excluded"] += 1
+                continue
+            span = _span(cut)
+            twin = next((k for k in by_media[media] if _overlap(_span(k), span)), None)
+            if twin is not None:
+                tc = twin.supervisions[0].custom
+                tc["caption"] = tc["caption"] + [c for c in custom["caption"] if c not in tc["caption"]]
+                tc.setdefault("merged_from", []).append(cut.id)
+                counts["duplicates_merged"] += 1
+                continue
+            by_media[media].append(cut)
+            kept.append(cut)
+            counts["kept"] += 1
+        inputs[label] = counts
+
+    # "kept" above counts clips that survived; merged captions do not change it.
+    random.Random(seed).shuffle(kept)
+    stats = caption_statistics(kept)
+    stats["inputs"] = inputs
+    stats["build"] = {
+        "seed": seed,
+        "drop_eval": drop_eval,
+        "sources": {label: {"adapter": name, "root": str(root), "options": {k: str(v) for k, v in opts.items()}}
+                    for label, name, root, opts in specs},
+        "eval_ids": len(eval_ids),
+        "exclude_ids": len(exclude_keys),
+        "pairs_counted_as": "clips",
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = save_manifest(kept, out_dir / MANIFEST_NAME)
+    stats_path = out_dir / STATS_NAME
+    _write_atomic(stats_path, json.dumps(stats, indent=2, sort_keys=False) + "\n")
+    malformed = {label: list(ld.malformed) for label, ld in loads}
+    _write_atomic(
+        out_dir / MALFORMED_NAME,
+        "".join(f"[{label}] {m}\n" for label, ms in malformed.items() for m in ms),
+    )
+    shar_dir = None
+    if shar:
+        shar_dir = out_dir / "shar"
+        export_shar(CutSet.from_cuts(kept), shar_dir, shard_size=shar_shard_size)
+    return StewReport(
+        out_dir=out_dir,
+        manifest=manifest,
+        stats_path=stats_path,
+        stats=stats,
+        inputs=inputs,
+        num_cuts=len(kept),
+        shar_dir=shar_dir,
+        malformed=malformed,
+    )
+
+
+def manifest_statistics(path: str | os.PathLike) -> dict:
+    """``caption_statistics`` of any manifest (a jsonl(.gz) file, a stew folder or a Shar folder). When the
+    folder holds a stew ``stats.json``, its build counts (``inputs``) are attached."""
+    path = Path(path)
+    stats = caption_statistics(load_manifest(path))
+    built = path / STATS_NAME if path.is_dir() else None
+    if built is not None and built.is_file():
+        try:
+            stats["inputs"] = json.loads(built.read_text(encoding="utf-8")).get("inputs", {})
+        except json.JSONDecodeError:
+            pass  # a hand-edited stats.json must not stop the recomputation
+    return stats

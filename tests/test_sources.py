@@ -1,0 +1,174 @@
+"""Source adapters on tiny generated corpora in their published layouts (see fixtures_sources.py)."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fixtures_sources as F  # noqa: E402
+
+from audiolp.data.schema import SAMPLING_RATE, cut_captions, cut_domain, cut_labels, cut_source, validate_cut  # noqa: E402
+from audiolp.data.sources import SOURCES, load_source, parse_youtube_clip  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    return F.make_all(tmp_path_factory.mktemp("corpora"))
+
+
+@pytest.fixture(scope="module")
+def loads(corpora):
+    opts = F.options(corpora)
+    return {name: load_source(name, root, **opts.get(name, {})) for name, root in corpora.items()}
+
+
+def test_registry_lists_every_corpus():
+    assert set(SOURCES) == set(F.MAKERS)
+    with pytest.raises(KeyError, match="known sources: audiocaps, audiosetcaps, clotho"):
+        load_source("audiocapz", "/nowhere")
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['audio_folder'\]; accepted: \['audio_dir'"):
+        load_source("audiocaps", "/nowhere", audio_folder="x")
+
+
+@pytest.mark.parametrize("name", list(F.MAKERS))
+def test_exact_counts(loads, name):
+    ld = loads[name]
+    exp = F.EXPECTED[name]
+    assert len(ld.cuts) == exp["cuts"]
+    assert ld.missing_audio == exp["missing_audio"]
+    assert len(ld.malformed) == exp["malformed"], ld.malformed
+    assert ld.empty_captions == exp["empty_captions"]
+    assert len(ld.eval_ids) == exp["eval_ids"]
+    for m in ld.malformed:  # every problem names a file and a line/entry
+        assert re.search(r"[^\s:]+\.(csv|json|jsonl|parquet|flac|wav):\d+", m), m
+    for cut in ld.cuts:
+        validate_cut(cut)
+        assert cut.sampling_rate == SAMPLING_RATE
+        assert cut_source(cut).split("/")[0] == name
+    assert len({c.id for c in ld.cuts}) == len(ld.cuts)
+
+
+@pytest.mark.parametrize("name, domain", [
+    ("audiocaps", "sound"), ("clotho", "sound"), ("wavcaps", "sound"), ("musiccaps", "music"),
+    ("audiosetcaps", "sound"), ("paraspeechcaps", "speech"), ("jamendomaxcaps", "music"),
+])
+def test_domain(loads, name, domain):
+    assert {cut_domain(c) for c in loads[name].cuts} == {domain}
+
+
+def test_audiocaps_groups_captions_and_keeps_split(loads):
+    cuts = {c.id: c for c in loads["audiocaps"].cuts}
+    assert set(cuts) == {"audiocaps/AAAAAAAAAAA_30", "audiocaps/BBBBBBBBBBB_0", "audiocaps/TTTTTTTTTTT_0"}
+    test = cuts["audiocaps/TTTTTTTTTTT_0"]
+    assert cut_captions(test) == ["a man speaks", "a man talks"]
+    assert test.supervisions[0].custom["split"] == "test"
+    assert loads["audiocaps"].eval_ids == {"yt:TTTTTTTTTTT"}
+    # The Y-prefixed 8 kHz file of 2 s is found and resampled on load.
+    b = cuts["audiocaps/BBBBBBBBBBB_0"]
+    assert b.duration == pytest.approx(2.0)
+    audio = b.load_audio()
+    assert audio.shape == (1, 32000)
+    assert any("train.csv:6" in m and "start_time" in m for m in loads["audiocaps"].malformed)
+
+
+def test_audiocaps_file_patterns_are_configurable(corpora):
+    ld = load_source("audiocaps", corpora["audiocaps"], file_patterns=("{youtube_id}",))
+    assert {c.id for c in ld.cuts} == {"audiocaps/AAAAAAAAAAA_30", "audiocaps/TTTTTTTTTTT_0"}
+    assert ld.missing_audio == 2  # the Y-prefixed file is not matched any more
+
+
+def test_clotho_captions_and_quoting(loads):
+    cuts = {c.id: c for c in loads["clotho"].cuts}
+    water = cuts["clotho/development/water, flowing"]
+    assert cut_captions(water) == ["water flows", "water runs", "a stream flows", "water flows"]
+    assert loads["clotho"].eval_ids == {"clotho:eval clip"}
+    assert any("clotho_captions_development.csv:6" in m for m in loads["clotho"].malformed)
+
+
+def test_wavcaps_subsets_corrupt_audio_and_media_ids(loads, corpora):
+    ld = loads["wavcaps"]
+    assert sorted(cut_source(c) for c in ld.cuts) == [
+        "wavcaps/audioset_sl", "wavcaps/audioset_sl", "wavcaps/bbc_sound_effects", "wavcaps/freesound",
+        "wavcaps/freesound", "wavcaps/soundbible",
+    ]
+    corrupt = [m for m in ld.malformed if "07066106.flac" in m]
+    assert len(corrupt) == 1 and "unreadable audio" in corrupt[0] and "bbc_final.json:3" in corrupt[0]
+    assert any("fsd_final.json:2" in m and "'id'" in m for m in ld.malformed)
+    media = {c.supervisions[0].custom["media_id"] for c in ld.cuts if cut_source(c) == "wavcaps/audioset_sl"}
+    assert media == {"yt:TTTTTTTTTTT", "yt:AAAAAAAAAAA"}
+    assert ld.eval_ids == {"yt:TTTTTTTTTTT", "wavcaps/freesound:555"}  # from json_files/blacklist
+    with pytest.raises(FileNotFoundError, match="blacklist 'nope.json' not found"):
+        load_source("wavcaps", corpora["wavcaps"], blacklists=("nope.json",))
+
+
+def test_musiccaps_labels_and_eval(loads):
+    cuts = {c.id: c for c in loads["musiccaps"].cuts}
+    assert cut_labels(cuts["musiccaps/MMMMMMMMMMM_30"]) == ["pop", "mellow piano"]
+    assert cuts["musiccaps/NNNNNNNNNNN_0"].supervisions[0].custom["split"] == "eval"
+    assert loads["musiccaps"].eval_ids == {"yt:NNNNNNNNNNN"}
+
+
+def test_audiosetcaps_vggsound_test(loads, corpora):
+    ld = loads["audiosetcaps"]
+    assert ld.eval_ids == {"yt:VVVVVVVVVVV"}
+    vgg = [c for c in ld.cuts if cut_source(c) == "audiosetcaps/vggsound"]
+    assert [c.supervisions[0].custom.get("split") for c in vgg] == ["test"]
+    assert vgg[0].supervisions[0].custom["media_start"] == 30.0
+    y8m = [c for c in ld.cuts if cut_source(c) == "audiosetcaps/youtube8m"]
+    custom = y8m[0].supervisions[0].custom
+    assert (custom["media_id"], custom["media_start"], custom["media_end"]) == ("yt:NNNNNNNNNNN", 84.0, 94.0)
+    with pytest.raises(ValueError, match="unknown subset"):
+        load_source("audiosetcaps", corpora["audiosetcaps"], subsets=("AudioSet", "Nope"))
+
+
+def test_paraspeechcaps_fields_and_splits(loads, corpora):
+    cuts = {c.id: c for c in loads["paraspeechcaps"].cuts}
+    vox = cuts["paraspeechcaps/voxceleb/id10001/abc/00001"]
+    assert cut_captions(vox) == ["a man speaks slowly", "a deep male voice"]
+    assert cut_labels(vox) == ["deep", "calm"]
+    custom = vox.supervisions[0].custom
+    assert (custom["speakerid"], custom["gender"], custom["speaking_rate"]) == ("id10001", "male", "slow")
+    dev = load_source("paraspeechcaps", corpora["paraspeechcaps"], splits=("dev",), **F.options(corpora)["paraspeechcaps"])
+    assert [c.id for c in dev.cuts] == ["paraspeechcaps/ears/p002/read"]
+
+
+def test_jamendo_segments_and_metadata_labels(loads):
+    cuts = {c.id: c for c in loads["jamendomaxcaps"].cuts}
+    assert set(cuts) == {"jamendomaxcaps/1001", "jamendomaxcaps/1004_0", "jamendomaxcaps/1004_0.5"}
+    assert cuts["jamendomaxcaps/1004_0"].duration == pytest.approx(0.5)
+    second = cuts["jamendomaxcaps/1004_0.5"]
+    assert (second.start, second.duration) == (pytest.approx(0.5), pytest.approx(0.5))
+    assert second.load_audio().shape == (1, 8000)
+    assert cuts["jamendomaxcaps/1001"].duration == pytest.approx(1.0)  # mp3, whole track
+    assert cut_labels(cuts["jamendomaxcaps/1001"]) == ["rock", "guitar", "energetic"]
+
+
+@pytest.mark.parametrize("name", list(F.MAKERS))
+def test_missing_or_empty_root_is_a_clear_error(tmp_path, name):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "absent"))):
+        load_source(name, tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="expected"):
+        load_source(name, tmp_path / "empty")
+
+
+def test_csv_without_required_column_names_the_file(tmp_path):
+    (tmp_path / "train.csv").write_text("youtube_id,caption\nAAAAAAAAAAA,a dog\n")
+    with pytest.raises(ValueError, match=r"train\.csv.*audiocap_id"):
+        load_source("audiocaps", tmp_path)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("AAAAAAAAAAA", ("AAAAAAAAAAA", None, None)),
+    ("Yb0RFKhbpFJA.wav", ("b0RFKhbpFJA", None, None)),
+    ("---g-f_I2yQ_000001", ("---g-f_I2yQ", 1.0, None)),
+    ("_7Xe9vD3Hpg_4_10", ("_7Xe9vD3Hpg", 4.0, 10.0)),
+    ("Yabcdefghij_30", ("Yabcdefghij", 30.0, None)),  # an 11-char id that starts with Y
+    ("bad id!!", None),
+    ("short", None),
+])
+def test_parse_youtube_clip(name, expected):
+    assert parse_youtube_clip(name) == expected

@@ -1,0 +1,193 @@
+"""The CaptionStew builder over every fixture corpus: eval-overlap filtering, dedupe, statistics, files."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import fixtures_sources as F  # noqa: E402
+
+from audiolp.data.schema import cut_captions, load_manifest  # noqa: E402
+from audiolp.data.stew import _overlap, build_captionstew, manifest_statistics  # noqa: E402
+from audiolp.data.text_stats import caption_statistics, stats_table, tokenize  # noqa: E402
+
+# The 13 clips that survive, with their (merged) captions, written out by hand from fixtures_sources.py.
+FINAL_CAPTIONS = {
+    "audiocaps/AAAAAAAAAAA_30": ["a dog barks", "a dog barks loudly"],  # + WavCaps AudioSet_SL duplicate
+    "audiocaps/BBBBBBBBBBB_0": ["rain falls", "rain falls on a roof"],  # + AudioSetCaps duplicate
+    "clotho/development/birds sing": ["Birds sing.", "birds chirp", "birds sing loudly", "small birds sing",
+                                      "birds chirp outside"],
+    "clotho/development/water, flowing": ["water flows", "water runs", "a stream flows", "water flows"],
+    "wavcaps/bbc_sound_effects/07066104": ["a door creaks"],
+    "wavcaps/soundbible/1725": ["a bell rings"],
+    "wavcaps/freesound/180913": ["a bird sings"],
+    "musiccaps/MMMMMMMMMMM_30": ["a calm piano plays"],
+    "audiosetcaps/audioset/SSSSSSSSSSS": ["a siren wails"],
+    "paraspeechcaps/voxceleb/id10001/abc/00001": ["a man speaks slowly", "a deep male voice"],
+    "paraspeechcaps/ears/p001/emo_happy": ["a woman speaks happily"],
+    "jamendomaxcaps/1001": ["an upbeat rock song"],
+    "jamendomaxcaps/1004_0": ["a soft piano melody"],
+    "jamendomaxcaps/1004_0.5": ["a soft piano melody continues"],  # same track, later segment: kept
+}
+# Counted by hand: 24 captions, 77 word tokens, 43 distinct words, 53 bigrams of which 43 distinct.
+N_CAPTIONS, N_TOKENS, VOCAB, N_BIGRAMS, DISTINCT_BIGRAMS = 24, 77, 43, 53, 43
+SECONDS = 11 * 1.0 + 2.0 + 0.5 + 0.5  # BBBBBBBBBBB is 2 s, the Jamendo segments 0.5 s each, the rest 1 s
+
+
+def _sources(corpora):
+    opts = F.options(corpora)
+    return [(name, root, opts.get(name, {})) for name, root in corpora.items()]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("stew")
+    corpora = F.make_all(base / "corpora")
+    report = build_captionstew(_sources(corpora), base / "out", seed=0)
+    return corpora, report
+
+
+def test_kept_clips_and_merged_captions(built):
+    _, report = built
+    cuts = {c.id: c for c in load_manifest(report.manifest)}
+    assert report.num_cuts == 14
+    assert {k: cut_captions(v) for k, v in cuts.items()} == FINAL_CAPTIONS
+    assert cuts["audiocaps/AAAAAAAAAAA_30"].supervisions[0].custom["merged_from"] == ["wavcaps/audioset_sl/YAAAAAAAAAAA"]
+
+
+def test_eval_overlap_is_dropped_across_corpora(built):
+    _, report = built
+    ids = {c.id for c in load_manifest(report.manifest)}
+    # AudioCaps test itself and the WavCaps AudioSet_SL clip of the same YouTube video
+    assert "audiocaps/TTTTTTTTTTT_0" not in ids
+    assert "wavcaps/audioset_sl/YTTTTTTTTTTT" not in ids
+    assert "musiccaps/NNNNNNNNNNN_0" not in ids  # MusicCaps is_audioset_eval
+    assert "audiosetcaps/vggsound/VVVVVVVVVVV_000030" not in ids  # VGGSound test
+    assert "clotho/evaluation/eval clip" not in ids
+    assert "wavcaps/freesound/555" not in ids  # WavCaps' own blacklist of test-set clips
+    inputs = report.inputs
+    assert {k: v["dropped_eval_overlap"] for k, v in inputs.items()} == {
+        "audiocaps": 1, "clotho": 1, "wavcaps": 2, "musiccaps": 1, "audiosetcaps": 2, "paraspeechcaps": 0,
+        "jamendomaxcaps": 0,
+    }
+    assert {k: v["duplicates_merged"] for k, v in inputs.items() if v["duplicates_merged"]} == {
+        "wavcaps": 1, "audiosetcaps": 1,
+    }
+    assert sum(v["kept"] for v in inputs.values()) == 14
+    for name, exp in F.EXPECTED.items():
+        assert inputs[name]["missing_audio"] == exp["missing_audio"]
+        assert inputs[name]["malformed"] == exp["malformed"]
+        assert inputs[name]["empty_captions"] == exp["empty_captions"]
+
+
+def test_statistics_exact(built):
+    _, report = built
+    overall = report.stats["overall"]
+    assert overall["clips"] == 14
+    assert overall["captions"] == N_CAPTIONS
+    assert overall["tokens"] == N_TOKENS
+    assert overall["vocab_size"] == VOCAB
+    assert overall["distinct_1"] == pytest.approx(VOCAB / N_TOKENS)
+    assert overall["distinct_2"] == pytest.approx(DISTINCT_BIGRAMS / N_BIGRAMS)
+    assert overall["hours"] == pytest.approx(SECONDS / 3600)
+    assert overall["domains"] == {"music": 4, "sound": 8, "speech": 2}
+    src = report.stats["sources"]
+    assert (src["audiocaps"]["clips"], src["audiocaps"]["captions"]) == (2, 4)
+    assert (src["clotho"]["clips"], src["clotho"]["captions"], src["clotho"]["vocab_size"]) == (2, 9, 11)  # birds sing chirp loudly small outside water flows runs a stream
+    assert src["audiocaps"]["hours"] == pytest.approx(3.0 / 3600)
+    assert sum(s["clips"] for s in src.values()) == 14
+
+
+def test_files_written_and_reloadable(built):
+    _, report = built
+    out = report.out_dir
+    assert sorted(p.name for p in out.iterdir()) == ["cuts.jsonl.gz", "malformed.txt", "stats.json"]
+    on_disk = json.loads((out / "stats.json").read_text())
+    assert on_disk["overall"] == report.stats["overall"]  # JSON round-trips floats exactly
+    assert on_disk["inputs"] == report.inputs
+    malformed = (out / "malformed.txt").read_text().splitlines()
+    assert len(malformed) == sum(e["malformed"] for e in F.EXPECTED.values())
+    # `audiolp stats DIR` path: statistics recomputed from the manifest alone agree with the build's.
+    again = manifest_statistics(out)
+    assert {k: v for k, v in again["overall"].items() if k != "hours"} == {
+        k: v for k, v in report.stats["overall"].items() if k != "hours"}
+    assert again["overall"]["hours"] == pytest.approx(report.stats["overall"]["hours"])
+    table = stats_table(again)
+    assert "TOTAL" in table and "audiocaps" in table and "dropped eval overlap" in table
+    assert table.splitlines()[0].split()[:3] == ["source", "clips", "hours"]
+
+
+def test_seed_changes_order_not_content(built, tmp_path):
+    corpora, report = built
+    other = build_captionstew(_sources(corpora), tmp_path / "s1", seed=1)
+    a = [c.id for c in load_manifest(report.manifest)]
+    b = [c.id for c in load_manifest(other.manifest)]
+    assert sorted(a) == sorted(b) and a != b
+
+
+def test_exclude_ids_by_media_id_and_stem(built, tmp_path):
+    corpora, _ = built
+    ids_file = tmp_path / "exclude.txt"
+    ids_file.write_text("# user list\nYSSSSSSSSSSS.wav\n1001\n")
+    report = build_captionstew(_sources(corpora), tmp_path / "ex", exclude_ids=ids_file)
+    assert report.num_cuts == 12
+    assert report.inputs["audiosetcaps"]["dropped_excluded"] == 1
+    assert report.inputs["jamendomaxcaps"]["dropped_excluded"] == 1
+
+
+def test_bad_source_writes_nothing(built, tmp_path):
+    corpora, _ = built
+    with pytest.raises(FileNotFoundError, match="musiccaps-public.csv"):
+        build_captionstew({"audiocaps": corpora["audiocaps"], "musiccaps": tmp_path / "nope"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_shar_export(built, tmp_path):
+    corpora, _ = built
+    sources = {"wavcaps": corpora["wavcaps"], "jamendomaxcaps": corpora["jamendomaxcaps"]}
+    report = build_captionstew(sources, tmp_path / "sh", shar=True)
+    shar = list(load_manifest(report.shar_dir))
+    # no AudioCaps here: nothing merged; the WavCaps blacklist still drops YTTTTTTTTTTT and 555
+    assert len(shar) == report.num_cuts == 7
+    assert {c.id for c in shar} == {c.id for c in load_manifest(report.manifest)}
+
+
+def test_overlap_rule():
+    assert _overlap((0.0, 10.0), (5.0, 15.0))
+    assert not _overlap((0.0, 10.0), (10.0, 20.0))
+    assert _overlap((None, None), (30.0, 40.0))  # unknown position: same clip
+
+
+def test_tokenizer_and_small_statistics():
+    assert tokenize("A dog's bark, then RAIN-fall!") == ["a", "dog's", "bark", "then", "rain", "fall"]
+    from lhotse import Recording
+    from lhotse.audio import AudioSource
+    from audiolp.data.schema import make_caption_cut
+
+    rec = Recording("r", [AudioSource("file", [0], "/dev/null")], 16000, 16000, 1.0)
+    cut = make_caption_cut("c", rec, ["the cat the cat", "a cat"], source="s", domain="sound")
+    st = caption_statistics([cut])["overall"]
+    # tokens: the cat the cat | a cat -> 6 tokens, vocab {the, cat, a}; bigrams: the-cat, cat-the, the-cat,
+    # a-cat -> 4, distinct 3
+    assert (st["tokens"], st["vocab_size"]) == (6, 3)
+    assert st["distinct_1"] == pytest.approx(3 / 6)
+    assert st["distinct_2"] == pytest.approx(3 / 4)
+
+
+def test_namespaced_exclude_ids_match_exactly_and_dict_options(built, tmp_path):
+    corpora, _ = built
+    psc = F.options(corpora)["paraspeechcaps"]
+    sources = {
+        "jamendomaxcaps": corpora["jamendomaxcaps"],
+        "paraspeechcaps": {"root": corpora["paraspeechcaps"], **psc},
+    }
+    # "jamendo:1004" is a full media id (both segments of track 1004); "wavcaps/freesound:1001" must not match Jamendo track 1001.
+    report = build_captionstew(sources, tmp_path / "ns", exclude_ids=["jamendo:1004", "wavcaps/freesound:1001"])
+    assert report.inputs["jamendomaxcaps"]["dropped_excluded"] == 2
+    assert {c.id for c in load_manifest(report.manifest)} == {
+        "jamendomaxcaps/1001", "paraspeechcaps/voxceleb/id10001/abc/00001", "paraspeechcaps/ears/p001/emo_happy",
+    }
+    assert report.stats["build"]["sources"]["paraspeechcaps"]["adapter"] == "paraspeechcaps"
