@@ -21,16 +21,37 @@ def _parse_sources(items: list[str]) -> list[tuple[str, str]]:
     return sources
 
 
+def _parse_source_options(items: list[str]) -> dict[str, dict]:
+    """`--option paraspeechcaps.audio_root=/corpora` -> {"paraspeechcaps": {"audio_root": "/corpora"}}."""
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, opt = key.partition(".")
+        if not sep or not dot or not name or not opt:
+            raise SystemExit(f"--option {item!r}: write SOURCE.KEY=VALUE, e.g. --option paraspeechcaps.audio_root=/data")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        options.setdefault(name.strip().lower(), {})[opt] = value
+    return options
+
+
 def cmd_prepare(args) -> int:
     if args.corpus == "captionstew":
-        from audiolp.data.stew import build_captionstew, stats_table
+        from audiolp.data.stew import build_captionstew
 
         if not args.source:
             raise SystemExit("prepare captionstew needs at least one --source NAME=PATH")
-        report = build_captionstew(_parse_sources(args.source), args.out, exclude_ids=args.exclude_ids or (),
+        options = _parse_source_options(args.option or [])
+        sources = [(name, path, options.get(name, {})) for name, path in _parse_sources(args.source)]
+        unused = sorted(set(options) - {name for name, _, _ in sources})
+        if unused:
+            raise SystemExit(f"--option names sources {unused} that no --source gives")
+        report = build_captionstew(sources, args.out, exclude_ids=args.exclude_ids or (),
                                    seed=args.seed, shar=args.shar)
-        print(stats_table(report.stats) if hasattr(report, "stats") else report)
-        print(f"wrote {Path(args.out) / 'cuts.jsonl.gz'}")
+        print(report.table())
+        print(f"wrote {report.manifest} ({report.num_cuts} clips); skipped rows listed in {Path(args.out) / 'malformed.txt'}")
         return 0
     if args.corpus == "ministew":
         from audiolp.data.ministew import build_ministew
@@ -45,13 +66,12 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from audiolp.data.schema import load_manifest
-    from audiolp.data.stew import caption_statistics, stats_table
+    from audiolp.data.stew import manifest_statistics, stats_table
 
     path = Path(args.manifest)
-    if path.is_dir() and (path / "cuts.jsonl.gz").exists():
+    if path.is_dir() and (path / "cuts.jsonl.gz").exists() and not (path / "stats.json").exists():
         path = path / "cuts.jsonl.gz"
-    stats = caption_statistics(load_manifest(path))
+    stats = manifest_statistics(path)
     print(json.dumps(stats, indent=2) if args.json else stats_table(stats))
     return 0
 
@@ -116,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp = sub.add_parser("prepare", help="build a corpus manifest (CaptionStew from local corpora, or MiniStew offline)")
     pp.add_argument("corpus", choices=["captionstew", "ministew"])
     pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable)")
+    pp.add_argument("--option", action="append",
+                    help="SOURCE.KEY=VALUE adapter option, e.g. paraspeechcaps.audio_root=/corpora (repeatable)")
     pp.add_argument("--exclude-ids", help="file with extra media ids to drop (one per line)")
     pp.add_argument("--shar", action="store_true", help="also write lhotse Shar shards")
     pp.add_argument("--profile", default="full", choices=["tiny", "full"], help="MiniStew size")

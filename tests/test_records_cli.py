@@ -38,3 +38,31 @@ def test_source_flags():
         _parse_sources(["audiocaps"])
     args = build_parser().parse_args(["pretrain", "--objective", "captioning", "--scale", "4M", "--set", "seed=1"])
     assert args.objective == "captioning" and args.scale == "4M" and args.set == ["seed=1"]
+
+
+def test_prepare_captionstew_and_stats_from_the_command_line(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fixtures_sources as F
+
+    from audiolp.cli import main
+    from audiolp.data.schema import load_manifest
+
+    corpora = F.make_all(tmp_path / "corpora")
+    psc = corpora["paraspeechcaps"]
+    argv = ["prepare", "captionstew", "--out", str(tmp_path / "stew")]
+    for name, root in corpora.items():
+        argv += ["--source", f"{name}={root}"]
+    argv += ["--option", f"paraspeechcaps.audio_root={psc / 'corpora'}",
+             "--option", f'paraspeechcaps.audio_roots={json.dumps({"voxceleb": str(psc / "corpora" / "VoxCeleb")})}']
+    assert main(argv) == 0
+    assert len(load_manifest(tmp_path / "stew" / "cuts.jsonl.gz")) == 14  # as the Python API gives (test_stew)
+    capsys.readouterr()
+    assert main(["stats", str(tmp_path / "stew"), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["overall"]["clips"] == 14 and stats["overall"]["captions"] == 24
+    with pytest.raises(SystemExit, match="no --source gives"):
+        main(["prepare", "captionstew", "--out", str(tmp_path / "x"), "--source", f"clotho={corpora['clotho']}",
+              "--option", "musiccaps.foo=1"])
