@@ -114,3 +114,10 @@ def test_source_mixing_follows_weights(cuts):
     assert 0.4 < share_b < 0.6
     with pytest.raises(ValueError, match="not in the manifest"):
         mix_sources(cuts, {"nope": 1.0})
+
+
+def test_single_bucket_falls_back_to_plain_duration_batches(cuts):
+    cfg = LoaderConfig(max_duration=8.0, num_buckets=1, spec_augment=False)
+    batches = list(make_dataloader(cuts, cfg, seed=0))
+    assert all(b["audio_seconds"] <= 8.0 + 1e-6 for b in batches)
+    assert sorted(cid for b in batches for cid in b["cut_ids"]) == sorted(cuts.ids)

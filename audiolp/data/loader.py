@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset import DynamicBucketingSampler
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 from lhotse.dataset.input_strategies import OnTheFlyFeatures, PrecomputedFeatures
 from torch.utils.data import DataLoader, Dataset
 
@@ -111,15 +111,20 @@ def mix_sources(cuts: CutSet, weights: dict[str, float], seed: int = 0) -> CutSe
 
 
 def make_sampler(cuts: CutSet, cfg: LoaderConfig, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 train: bool = True) -> DynamicBucketingSampler:
+                 train: bool = True) -> DynamicBucketingSampler | DynamicCutSampler:
     stream = mix_sources(cuts, cfg.source_weights, seed) if (train and cfg.source_weights) else cuts
     num_cuts_estimate = 10_000
-    if not cfg.source_weights:
+    if not cfg.source_weights and not cuts.is_lazy:
         num_cuts_estimate = min(10_000, len(cuts))
+    num_buckets = min(cfg.num_buckets, num_cuts_estimate // 2)
+    if num_buckets < 2:
+        # Bucketing needs >= 2 buckets; without it, batches are filled in (shuffled) manifest order.
+        return DynamicCutSampler(stream, max_duration=cfg.max_duration, shuffle=cfg.shuffle and train,
+                                 drop_last=cfg.drop_last, seed=seed, rank=rank, world_size=world_size)
     return DynamicBucketingSampler(
         stream,
         max_duration=cfg.max_duration,
-        num_buckets=max(1, min(cfg.num_buckets, num_cuts_estimate // 2)),
+        num_buckets=num_buckets,
         shuffle=cfg.shuffle and train,
         drop_last=cfg.drop_last,
         seed=seed,
