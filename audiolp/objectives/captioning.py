@@ -1,0 +1,121 @@
+"""Captioning pretraining: a Transformer decoder on the frame-level encoder output, CapPa mixed decoding.
+
+With probability ``parallel_prob`` (CapPa default 0.75; 0 = pure autoregressive) a sample is decoded in
+parallel: all its decoder inputs are <mask> and it has no causal mask. The choice is per sample and seeded by
+(seed, step, cut_id), so the self-attention mask is built per sample. Loss: token cross-entropy with label
+smoothing 0.1, averaged over the caption tokens (incl. EOS) of the batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiolp.models.decoder import CaptionDecoder, DecoderConfig, eval_mode
+from audiolp.models.text import DEFAULT_TEXT_MODEL
+from audiolp.objectives.base import (ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions,
+                                     seeded_uniform)
+
+
+@dataclass
+class CaptioningConfig:
+    num_layers: int = 6
+    d_model: int = 768
+    num_heads: int = 8
+    ffn_dim: int = 3072
+    dropout: float = 0.1
+    tie_embeddings: bool = True
+    tokenizer: str = DEFAULT_TEXT_MODEL  # paper: "facebook/bart-base"
+    max_caption_tokens: int = 64  # word pieces incl. EOS; longer captions are cut
+    parallel_prob: float = 0.75
+    label_smoothing: float = 0.1
+    seed: int = 0  # drives the per-step caption and parallel/autoregressive choices
+
+    def __post_init__(self):
+        if not 0.0 <= self.parallel_prob <= 1.0:
+            raise ValueError(f"CaptioningConfig.parallel_prob={self.parallel_prob}; must lie in [0, 1]")
+        if self.max_caption_tokens < 2:
+            raise ValueError(f"CaptioningConfig.max_caption_tokens={self.max_caption_tokens}; need >= 2")
+
+    def decoder_config(self) -> DecoderConfig:
+        return DecoderConfig(num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
+                             ffn_dim=self.ffn_dim, dropout=self.dropout, max_positions=self.max_caption_tokens,
+                             tie_embeddings=self.tie_embeddings, tokenizer=self.tokenizer)
+
+
+class CaptioningObjective(nn.Module):
+    def __init__(self, encoder: nn.Module, config: CaptioningConfig | dict | None = None):
+        super().__init__()
+        cfg = coerce_config(CaptioningConfig, config)
+        self.config = cfg
+        self.encoder = encoder
+        self.decoder = CaptionDecoder(encoder.output_dim, cfg.decoder_config())
+
+    @property
+    def tokenizer(self):
+        return self.decoder.tokenizer
+
+    def parallel_choice(self, cut_ids: list[str], step: int) -> torch.Tensor:
+        """(N,) bool: True = decode this sample in parallel at this step."""
+        p = self.config.parallel_prob
+        return torch.tensor([seeded_uniform(self.config.seed, step, cid, "parallel") < p for cid in cut_ids],
+                            dtype=torch.bool)
+
+    def decoder_inputs(self, captions: list[str], parallel: torch.Tensor):
+        """-> inputs, targets (N, L), causal (N,), token_pad (N, L), all on the module's device."""
+        dev = module_device(self)
+        inputs, targets = self.tokenizer.encode(captions, self.config.max_caption_tokens)
+        inputs, targets, parallel = inputs.to(dev), targets.to(dev), parallel.to(dev)
+        token_pad = targets == -100
+        inputs = torch.where(parallel[:, None] & ~token_pad, torch.full_like(inputs, self.tokenizer.mask_id), inputs)
+        return inputs, targets, ~parallel, token_pad
+
+    def _logits(self, feats, lens, captions, parallel):
+        frames, out_lens = self.encoder(feats, lens)
+        inputs, targets, causal, token_pad = self.decoder_inputs(captions, parallel)
+        logits = self.decoder(inputs, frames, out_lens, causal=causal, token_pad=token_pad)
+        return logits, targets
+
+    def forward(self, batch: dict, step: int = 0) -> ObjectiveOutput:
+        feats, lens = audio_inputs(batch, module_device(self))
+        captions = pick_captions(batch, self.config.seed, step)
+        parallel = self.parallel_choice(list(batch["cut_ids"]), step)
+        logits, targets = self._logits(feats, lens, captions, parallel)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                               label_smoothing=self.config.label_smoothing)
+        with torch.no_grad():
+            valid = targets != -100
+            acc = ((logits.argmax(-1) == targets) & valid).sum().item() / max(int(valid.sum()), 1)
+        logs = {"loss": float(loss.detach()), "token_acc": acc, "parallel_frac": float(parallel.float().mean())}
+        return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))
+
+    def caption_loss(self, batch: dict, captions: list[str], parallel: bool = False) -> torch.Tensor:
+        """Per-sample mean token NLL (no label smoothing) of ``captions[i]`` given clip i: (N,).
+
+        Autoregressive by default; compare true vs shuffled captions to see whether the decoder uses the audio.
+        """
+        feats, lens = audio_inputs(batch, module_device(self))
+        if len(captions) != feats.shape[0]:
+            raise ValueError(f"caption_loss: {len(captions)} captions for {feats.shape[0]} clips; give one per clip")
+        par = torch.full((feats.shape[0],), bool(parallel), dtype=torch.bool)
+        logits, targets = self._logits(feats, lens, list(captions), par)
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=-100, reduction="none")
+        return nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
+
+    @torch.no_grad()
+    def generate(self, batch_or_features, lengths: torch.Tensor | None = None, max_len: int | None = None,
+                 beam_size: int = 1, length_penalty: float = 1.0, return_ids: bool = False):
+        """Captions for a batch dict or for (features (N, T, 80), lengths): greedy, or beam search if beam_size > 1."""
+        dev = module_device(self)
+        if isinstance(batch_or_features, dict):
+            feats, lens = audio_inputs(batch_or_features, dev)
+        else:
+            if lengths is None:
+                raise ValueError("generate(features, lengths): lengths (N,) are required with a features tensor")
+            feats, lens = batch_or_features.to(dev).float(), lengths.to(dev).long()
+        with eval_mode(self):
+            frames, out_lens = self.encoder(feats, lens)
+            return self.decoder.generate(frames, out_lens, max_len=max_len, beam_size=beam_size,
+                                         length_penalty=length_penalty, return_ids=return_ids)

@@ -1,0 +1,166 @@
+"""Contrastive audio-text pretraining: pooled audio and text embeddings, symmetric InfoNCE (or SigLIP).
+
+Paper setting: bert-base-uncased [CLS] (30 tokens), Linear-ReLU-Linear to 1024-d on both sides, mean pooling,
+temperature 0.07, negatives gathered across GPUs. Under torch.distributed the embeddings of all ranks are
+gathered *with gradients* and each rank computes the loss over its own rows of the global similarity matrix
+(open_clip's local-loss form); ranks may hold different batch sizes (dynamic bucketing).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from audiolp.models.pooling import build_pooling
+from audiolp.models.text import DEFAULT_TEXT_MODEL, TextEncoder
+from audiolp.objectives.base import ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions
+
+
+@dataclass
+class ContrastiveConfig:
+    text_model: str = DEFAULT_TEXT_MODEL  # paper: "bert-base-uncased"
+    max_text_tokens: int = 30
+    text_pooling: str = "cls"  # "cls" | "mean"
+    text_trainable: bool = True
+    proj_dim: int = 1024
+    proj_hidden_dim: int = 0  # 0 -> proj_dim
+    audio_pooling: str = "mean"  # "mean" | "attention"
+    pooling_heads: int = 8
+    temperature: float = 0.07
+    learnable_temperature: bool = False
+    min_temperature: float = 0.01  # clamp of a learnable temperature (logit scale <= 100)
+    loss: str = "infonce"  # "infonce" | "siglip"
+    siglip_bias_init: float = -10.0
+    gather: bool = True  # gather negatives across ranks when torch.distributed is initialised
+    seed: int = 0  # drives the per-step caption choice
+
+    def __post_init__(self):
+        if self.loss not in ("infonce", "siglip"):
+            raise ValueError(f"ContrastiveConfig.loss={self.loss!r}; use 'infonce' or 'siglip'")
+        if not 0 < self.min_temperature <= self.temperature:
+            raise ValueError(f"ContrastiveConfig: need 0 < min_temperature ({self.min_temperature}) <= temperature "
+                             f"({self.temperature})")
+
+
+class ProjectionMLP(nn.Sequential):
+    """Linear-ReLU-Linear."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All ranks' rows of ``x`` concatenated in rank order, differentiable; and this rank's row offset.
+
+    Without torch.distributed this is ``(x, 0)``. Ranks may hold different row counts: sizes are exchanged
+    first and the rows padded to the largest, because all_gather needs equal shapes.
+    """
+    if not _distributed():
+        return x, 0
+    from torch.distributed.nn.functional import all_gather
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes = [int(s.item()) for s in sizes]
+    m = max(sizes)
+    padded = F.pad(x, (0, 0, 0, m - x.shape[0])) if x.shape[0] < m else x
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private API (_functional_collectives); it is the public autograd-aware gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = all_gather(padded)
+    return torch.cat([p[:s] for p, s in zip(parts, sizes)], 0), sum(sizes[:rank])
+
+
+def infonce_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float,
+                 gather: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Symmetric InfoNCE of normalised (n, d) embeddings, pair i <-> i.
+
+    Returns (loss, audio->text logits of the local rows (n, N_global), their target columns (n,)).
+    Summed over ranks' local losses (as DDP's gradient averaging does) this is the global-batch loss.
+    """
+    all_audio, off = gather_with_grad(audio) if gather else (audio, 0)
+    all_text, _ = gather_with_grad(text) if gather else (text, 0)
+    labels = torch.arange(audio.shape[0], device=audio.device) + off
+    logits_a2t = logit_scale * audio @ all_text.t()
+    logits_t2a = logit_scale * text @ all_audio.t()
+    loss = 0.5 * (F.cross_entropy(logits_a2t, labels) + F.cross_entropy(logits_t2a, labels))
+    return loss, logits_a2t, labels
+
+
+def siglip_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float,
+                logit_bias: torch.Tensor | float, gather: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigmoid loss (Zhai et al. 2023): every (audio, text) pair is a binary problem, positive iff matched.
+
+    Local audio rows against all texts; each pair is counted on exactly one rank. Normalised by local batch size.
+    """
+    all_text, off = gather_with_grad(text) if gather else (text, 0)
+    labels = torch.arange(audio.shape[0], device=audio.device) + off
+    logits = logit_scale * audio @ all_text.t() + logit_bias
+    sign = -torch.ones_like(logits)
+    sign[torch.arange(audio.shape[0], device=audio.device), labels] = 1.0
+    loss = -F.logsigmoid(sign * logits).sum() / audio.shape[0]
+    return loss, logits, labels
+
+
+class ContrastiveObjective(nn.Module):
+    def __init__(self, encoder: nn.Module, config: ContrastiveConfig | dict | None = None):
+        super().__init__()
+        cfg = coerce_config(ContrastiveConfig, config)
+        self.config = cfg
+        self.encoder = encoder
+        self.text = TextEncoder(cfg.text_model, max_tokens=cfg.max_text_tokens, pooling=cfg.text_pooling,
+                                trainable=cfg.text_trainable)
+        self.pooling = build_pooling(cfg.audio_pooling, encoder.output_dim, cfg.pooling_heads)
+        hidden = cfg.proj_hidden_dim or cfg.proj_dim
+        self.audio_proj = ProjectionMLP(encoder.output_dim, hidden, cfg.proj_dim)
+        self.text_proj = ProjectionMLP(self.text.output_dim, hidden, cfg.proj_dim)
+        init = torch.tensor(math.log(1.0 / cfg.temperature))
+        if cfg.learnable_temperature:
+            self.log_logit_scale = nn.Parameter(init)
+        else:
+            self.register_buffer("log_logit_scale", init)
+        if cfg.loss == "siglip":
+            self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias_init)))
+
+    def logit_scale(self) -> torch.Tensor:
+        # Clamped in log space: a learnable temperature never falls below min_temperature.
+        return self.log_logit_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
+
+    def embed_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(N, T, 80) features -> L2-normalised (N, proj_dim) audio embeddings."""
+        dev = module_device(self)
+        frames, out_lens = self.encoder(features.to(dev).float(), lengths.to(dev).long())
+        return F.normalize(self.audio_proj(self.pooling(frames, out_lens)), dim=-1)
+
+    def embed_text(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> L2-normalised (N, proj_dim) text embeddings."""
+        return F.normalize(self.text_proj(self.text(list(captions))), dim=-1)
+
+    def forward(self, batch: dict, step: int = 0) -> ObjectiveOutput:
+        feats, lens = audio_inputs(batch, module_device(self))
+        captions = pick_captions(batch, self.config.seed, step)
+        audio = self.embed_audio(feats, lens)
+        text = self.embed_text(captions)
+        scale = self.logit_scale()
+        if self.config.loss == "infonce":
+            loss, logits, labels = infonce_loss(audio, text, scale, gather=self.config.gather)
+        else:
+            loss, logits, labels = siglip_loss(audio, text, scale, self.logit_bias, gather=self.config.gather)
+        with torch.no_grad():
+            r1 = (logits.argmax(-1) == labels).float().mean().item()
+        logs = {"loss": float(loss.detach()), "temperature": float(1.0 / scale.detach()), "r1_a2t": r1}
+        if self.config.loss == "siglip":
+            logs["logit_bias"] = float(self.logit_bias.detach())
+        return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))

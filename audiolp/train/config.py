@@ -1,0 +1,136 @@
+"""TrainConfig: everything one pretraining run needs, as a typed dataclass that round-trips through JSON.
+
+A run is fully described by its config.json (stored in run_dir); the same config + seed gives the same numbers on
+CPU, and a run dir that already holds checkpoints is resumed from them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audiolp.data.loader import LoaderConfig
+from audiolp.train.optim import OptimConfig
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Fields that may change between a run and its resumption without changing what was already trained
+# (e.g. train longer, checkpoint more often). Any other difference is refused on resume.
+RESUMABLE_CHANGES = frozenset({"max_steps", "max_epochs", "checkpoint_every", "keep_last", "log_every", "device",
+                               "run_dir", "progress"})
+
+
+@dataclass
+class TrainConfig:
+    # What to train.
+    objective: str = "contrastive"  # "contrastive" | "captioning" | "tagging"
+    objective_config: dict = field(default_factory=dict)  # fields of the objective's config dataclass
+    model: str = "zipformer_m"  # ZipformerConfig.preset name
+    model_overrides: dict = field(default_factory=dict)  # ZipformerConfig fields replacing the preset's
+    text_model: str | None = None  # HF path/name of the text side; None = the objective's default
+    label_set: list[str] | None = None  # tagging classes; None = every label found in the manifest
+    init_from: str | None = None  # encoder weights to start from (file, or a run dir's encoder.safetensors)
+
+    # Data.
+    data: str = ""  # lhotse cut manifest (jsonl/jsonl.gz) or Shar dir
+    scale: str | None = None  # "400K" | "1M" | "4M" | "full" ...; None = the whole manifest
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+
+    # Optimisation.
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    max_steps: int = 1000  # optimizer steps
+    max_epochs: int | None = None  # None = bounded by max_steps only
+    grad_accum: int = 1  # micro-batches per optimizer step (per rank)
+    max_grad_norm: float = 0.0  # 0 = no clipping here (ScaledAdam clips by itself)
+    precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; bf16 = autocast without a grad scaler
+    ema_decay: float = 0.0  # 0 = no EMA of weights
+    ema_every: int = 1  # update the EMA every N optimizer steps
+    # True is safe whatever the objective leaves unused (e.g. an HF text model's pooler when [CLS] is read from the
+    # last hidden state, or Zipformer layer skipping); False saves DDP's per-step graph walk when every trainable
+    # parameter gets a gradient in every step.
+    ddp_find_unused_parameters: bool = False
+
+    # Bookkeeping.
+    run_dir: str = "runs/default"
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 50
+    device: str = "auto"  # "auto" | "cpu" | "cuda" (under torchrun each rank takes cuda:LOCAL_RANK)
+    progress: bool = True  # tqdm bar on rank 0
+
+    def __post_init__(self):
+        if isinstance(self.loader, dict):
+            self.loader = _build(LoaderConfig, self.loader, "loader")
+        if isinstance(self.optim, dict):
+            self.optim = _build(OptimConfig, self.optim, "optim")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision={self.precision!r}; use one of {PRECISIONS}")
+        for name in ("max_steps", "grad_accum", "checkpoint_every", "log_every", "ema_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; it must be >= 1")
+        if self.keep_last < 1:
+            raise ValueError(f"TrainConfig.keep_last={self.keep_last}; keep at least 1 checkpoint")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay={self.ema_decay}; use 0 (off) or a value in (0, 1)")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError(f"TrainConfig.max_epochs={self.max_epochs}; use None or >= 1")
+
+    # -- JSON round trip -------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        return _build(cls, d, source)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "config") -> "TrainConfig":
+        return cls.from_dict(json.loads(text), source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"training config {path} does not exist")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}); fix or regenerate the file") from e
+        return cls.from_dict(d, source=str(path))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically, so a crash never leaves a half-written config next to good checkpoints."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(self.to_json() + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def diff(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+        """Top-level fields whose values differ: {name: (self's, other's)}."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def _build(cls, d: Any, source: str):
+    """Construct dataclass ``cls`` from a dict, naming the unknown field and the known ones on a typo."""
+    if isinstance(d, cls):
+        return d
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: expected a JSON object for {cls.__name__}, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown field(s) {unknown} for {cls.__name__}; known fields: {sorted(known)}")
+    try:
+        return cls(**d)
+    except TypeError as e:
+        raise ValueError(f"{source}: cannot build {cls.__name__}: {e}") from e
