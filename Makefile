@@ -35,7 +35,7 @@ demo: venv system
 	$(VENV)/bin/audiolp demo --profile $(PROFILE)
 
 data: venv system
-	$(VENV)/bin/audiolp prepare ministew --out data/ministew --profile $(PROFILE)
+	$(VENV)/bin/audiolp prepare ministew --out data/ministew_$(PROFILE) --profile $(PROFILE)
 
 benchmarks: venv
 	$(PY) benchmarks/zipformer_speed.py

@@ -13,6 +13,7 @@ from audiolp.models.zipformer import (
     Zipformer,
     compact_rel_pos_encoding,
     count_parameters,
+    load_icefall_state_dict,
     swoosh_l,
     swoosh_r,
     zipformer_m,
@@ -250,3 +251,25 @@ def test_config_errors_are_clear():
         m(torch.randn(2, 100, 40), torch.tensor([100, 100]))
     with pytest.raises(ValueError, match="9 input frames"):
         m(torch.randn(1, 8, 80), torch.tensor([8]))
+
+
+def test_parameter_names_follow_icefall_and_load_helper():
+    m = Zipformer(zipformer_tiny(include_unused_bypass_scale=True))
+    keys = set(m.state_dict())
+    # a sample of the names of the icefall Zipformer2 / Conv2dSubsampling parameters
+    for k in ("encoder_embed.conv.0.weight", "encoder_embed.conv.4.weight", "encoder_embed.conv.7.bias",
+              "encoder_embed.convnext.pointwise_conv2.weight", "encoder_embed.out.weight",
+              "encoder_embed.out_norm.log_scale", "encoder.encoders.0.layers.0.self_attn_weights.in_proj.weight",
+              "encoder.encoders.0.layers.0.self_attn_weights.linear_pos.weight",
+              "encoder.encoders.1.downsample.bias", "encoder.encoders.1.out_combiner.bypass_scale",
+              "encoder.encoders.1.encoder.layers.0.feed_forward3.out_proj.weight",
+              "encoder.encoders.1.encoder.layers.0.conv_module2.depthwise_conv.weight",
+              "encoder.encoders.1.encoder.layers.0.bypass_scale", "encoder.downsample_output.bias"):
+        assert k in keys, k
+    # an AT-style checkpoint (encoder + classifier, unused bypass_scale) loads into the default model
+    src = dict(m.state_dict())
+    src["classifier.1.weight"] = torch.zeros(3, 64)
+    dst = _tiny()
+    load_icefall_state_dict(dst, src)
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, src[k]), k

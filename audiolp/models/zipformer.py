@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +42,7 @@ __all__ = [
     "swoosh_l",
     "BiasNorm",
     "count_parameters",
+    "load_icefall_state_dict",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -437,11 +438,13 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         if use_pos:
             pos = self.linear_pos(pos_emb.to(proj.dtype))  # (2T-1, H*dp)
             pos = pos.reshape(2 * T - 1, H, dp).permute(1, 2, 0)  # (H, dp, 2T-1)
-            pos_scores = torch.matmul(p, pos).contiguous()  # (N,H,T,2T-1): column c <-> offset c-(T-1)
-            # rel-shift: out[.., i, j] = pos_scores[.., i, (T-1) - i + j], i.e. offset j - i; a strided view, no copy.
-            s = pos_scores.stride()
-            pos_scores = pos_scores.as_strided((N, H, T, T), (s[0], s[1], s[2] - s[3], s[3]),
-                                               storage_offset=pos_scores.storage_offset() + s[3] * (T - 1))
+            pos_scores = torch.matmul(p, pos)  # (N,H,T,2T-1): column c <-> offset c-(T-1)
+            # rel-shift: out[.., i, j] = pos_scores[.., i, (T-1) - i + j] (offset j - i). In the flattened rows that
+            # is element (T-1) + i*(2T-2) + j, so one slice + reshape + slice does it: views only (cheap backward,
+            # no as_strided, torch.compile friendly).
+            if T > 1:
+                flat = pos_scores.reshape(N, H, T * (2 * T - 1))
+                pos_scores = flat[..., T - 1: T - 1 + T * (2 * T - 2)].reshape(N, H, T, 2 * T - 2)[..., :T]
             scores = scores + pos_scores
 
         if key_padding_mask is not None:
@@ -849,7 +852,8 @@ class Zipformer(nn.Module):
                              f"{tuple(features.shape)}")
         if lengths.shape != (features.shape[0],):
             raise ValueError(f"Zipformer: lengths must have shape ({features.shape[0]},); got {tuple(lengths.shape)}")
-        if features.shape[1] < 9 or int(lengths.min()) < 9:
+        compiling = torch.compiler.is_compiling() if hasattr(torch, "compiler") else False
+        if features.shape[1] < 9 or (not compiling and int(lengths.min()) < 9):
             raise ValueError("Zipformer needs at least 9 input frames (90 ms) per clip; pad or drop shorter clips")
         lengths = lengths.to(features.device).long()
         x, emb_lengths = self.encoder_embed(features, lengths)
@@ -864,3 +868,23 @@ class Zipformer(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def load_icefall_state_dict(model: Zipformer, state_dict: dict, strict: bool = True):
+    """Load the encoder part of an icefall Zipformer checkpoint (e.g. the AudioSet AT recipe's ``model`` dict).
+
+    Keeps the ``encoder_embed.*`` / ``encoder.*`` entries (the classifier and anything else are ignored) and drops
+    the unused per-layer ``bypass_scale`` when ``model`` does not hold it. Reading the checkpoint file itself
+    (a pickle) is the caller's responsibility. Returns torch's (missing_keys, unexpected_keys).
+    """
+    own = set(model.state_dict().keys())
+    picked = {}
+    for k, v in state_dict.items():
+        if k.startswith("module."):  # DDP-saved checkpoints
+            k = k[len("module."):]
+        if not (k.startswith("encoder_embed.") or k.startswith("encoder.")):
+            continue
+        if k.endswith(".bypass_scale") and k not in own and ".layers." in k:
+            continue
+        picked[k] = v
+    return model.load_state_dict(picked, strict=strict)
