@@ -66,3 +66,17 @@ def test_prepare_captionstew_and_stats_from_the_command_line(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no --source gives"):
         main(["prepare", "captionstew", "--out", str(tmp_path / "x"), "--source", f"clotho={corpora['clotho']}",
               "--option", "musiccaps.foo=1"])
+
+
+def test_loss_figure_is_built_from_records_only(tmp_path):
+    import numpy as np
+
+    from audiolp.study.figures import moving_average, plot_pretrain_losses
+
+    np.testing.assert_allclose(moving_average([1, 2, 3, 4], 2), [1.0, 1.5, 2.5, 3.5])
+    for name, curve in (("contrastive", [[1, 2.0], [2, 1.5], [3, 1.0]]), ("captioning", [[1, 9.0], [2, 8.0]])):
+        write_record(tmp_path, "pretrain", name, {}, {"loss_curve": curve})
+    out = plot_pretrain_losses(read_records(tmp_path), tmp_path / "fig" / "loss.png")
+    assert out.exists() and out.stat().st_size > 5_000
+    with pytest.raises(ValueError, match="no pretraining record"):
+        plot_pretrain_losses([], tmp_path / "none.png")
