@@ -507,3 +507,31 @@ def test_objectives_accept_real_loader_batches(tmp_path):
         out.loss.backward()
         assert out.num_items == n and math.isfinite(out.loss.item()) and out.logs["loss"] == out.loss.item()
         assert all(p.grad is not None for p in obj.encoder.parameters() if p.requires_grad)
+
+
+def test_contrastive_param_groups_scale_the_pretrained_text_tower():
+    """param_groups(): every trainable parameter exactly once; text tower at text_lr_scale, the rest at 1.0 first."""
+    from audiolp.train.optim import OptimConfig, build_optimizer
+
+    assert ContrastiveConfig().text_lr_scale == 0.1
+    with pytest.raises(ValueError, match="text_lr_scale"):
+        ContrastiveConfig(text_lr_scale=0.0)
+    obj = build_objective("contrastive", tiny_encoder(0),
+                          dict(proj_dim=32, text_trainable=True, text_lr_scale=0.25, learnable_temperature=True))
+    groups = obj.param_groups()
+    assert [(g["name"], g["lr_scale"]) for g in groups] == [("main", 1.0), ("text_tower", 0.25)]
+    ids = [id(p) for g in groups for p in g["params"]]
+    trainable = {id(p) for p in obj.parameters() if p.requires_grad}
+    assert len(ids) == len(set(ids)) and set(ids) == trainable
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in obj.text.parameters()}
+    main = {id(p) for p in groups[0]["params"]}
+    assert id(obj.log_logit_scale) in main and {id(p) for p in obj.text_proj.parameters()} <= main
+    assert {id(p) for p in obj.encoder.parameters()} <= main
+    opt, sched = build_optimizer(obj, OptimConfig(lr=0.04))
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.02, 0.005])  # warm-up start 0.5 x scale
+    # A frozen tower leaves one group (its parameters are in none).
+    frozen = build_objective("contrastive", tiny_encoder(0), TINY_CON)
+    (only,) = frozen.param_groups()
+    assert only["lr_scale"] == 1.0
+    assert {id(p) for p in only["params"]} == {id(p) for p in frozen.parameters() if p.requires_grad}
+    assert not any(p.requires_grad for p in frozen.text.parameters())

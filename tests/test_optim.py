@@ -1,15 +1,14 @@
 """ScaledAdam / Eden / AdamW+cosine: formulas, relative updates, clipping, exact resume, overfitting a batch."""
-import copy
 import dataclasses
-import io
 import json
-import math
 
 import pytest
+import safetensors.torch
 import torch
 from torch import nn
 
 from audiolp.models.zipformer import Zipformer, zipformer_tiny
+from audiolp.train.checkpoint import flatten_state, unflatten_state
 from audiolp.train.optim import (
     CosineWithWarmup,
     Eden,
@@ -135,14 +134,16 @@ def test_resume_is_bitwise_identical(name):
     model_b, opt_b, sched_b = _tiny_setup(name)
     model_b.train()
     _train_steps(model_b, opt_b, sched_b, batches[:7])
-    buf = io.BytesIO()
-    torch.save({"model": model_b.state_dict(), "opt": opt_b.state_dict(), "sched": sched_b.state_dict()}, buf)
-    buf.seek(0)
-    ckpt = torch.load(buf, weights_only=True)
+    # pickle-free round trip as the trainer's checkpoints do it: safetensors for tensors, JSON for the rest
+    meta, tensors = flatten_state({"opt": opt_b.state_dict(), "sched": sched_b.state_dict()})
+    blob_state = safetensors.torch.save(tensors)
+    blob_model = safetensors.torch.save(model_b.state_dict())
+    meta_json = json.dumps(meta)
     model_c, opt_c, sched_c = _tiny_setup(name, seed=123)  # different init: everything must come from the ckpt
-    model_c.load_state_dict(ckpt["model"])
-    opt_c.load_state_dict(ckpt["opt"])
-    sched_c.load_state_dict(ckpt["sched"])
+    model_c.load_state_dict(safetensors.torch.load(blob_model))
+    state = unflatten_state(json.loads(meta_json), safetensors.torch.load(blob_state))
+    opt_c.load_state_dict(state["opt"])
+    sched_c.load_state_dict(state["sched"])
     model_c.train()
     _train_steps(model_c, opt_c, sched_c, batches[7:])
     assert sched_c.get_last_lr() == sched_a.get_last_lr()
@@ -179,8 +180,8 @@ def _overfit(name: str, steps: int, lr: float):
     model = nn.ModuleDict({"enc": enc, "head": head})
     g = torch.Generator().manual_seed(0)
     # fbank-like: a per-clip spectral envelope + frame noise around a log-mel level of -5
-    x = 2.0 * torch.randn(16, 1, 80, generator=g) + torch.randn(16, 120, 80, generator=g) - 5.0
-    lengths = torch.randint(90, 121, (16,), generator=g)
+    x = 2.0 * torch.randn(16, 1, 80, generator=g) + torch.randn(16, 200, 80, generator=g) - 5.0
+    lengths = torch.randint(150, 201, (16,), generator=g)
     y = (torch.rand(16, 10, generator=g) < 0.3).float()
     opt, sched = build_optimizer(model, OptimConfig(name=name, lr=lr, warmup_batches=5, eden_lr_batches=200,
                                                     total_steps=steps))
@@ -205,3 +206,91 @@ def test_tiny_zipformer_scaled_adam_overfits_a_batch():
 def test_tiny_zipformer_adamw_learns():
     losses = _overfit("adamw", steps=15, lr=3e-3)
     assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-group LR scales (model.param_groups() hook)
+# ----------------------------------------------------------------------------------------------------------------
+class _TwoPart(nn.Module):
+    """A 'from scratch' part at scale 1.0 and a 'pretrained' part at 0.1, exposed through param_groups()."""
+
+    def __init__(self, omit_bias: bool = False, duplicate: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.scratch = nn.Linear(6, 4)
+        self.pretrained = nn.Linear(4, 3)
+        self.omit_bias, self.duplicate = omit_bias, duplicate
+
+    def param_groups(self):
+        pre = [self.pretrained.weight] + ([] if self.omit_bias else [self.pretrained.bias])
+        main = list(self.scratch.parameters()) + ([self.pretrained.weight] if self.duplicate else [])
+        return [{"params": main, "lr_scale": 1.0, "name": "main"},
+                {"params": pre, "lr_scale": 0.1, "name": "pretrained"}]
+
+    def forward(self, x):
+        return self.pretrained(torch.relu(self.scratch(x)))
+
+
+@pytest.mark.parametrize("name", ["scaled_adam", "adamw"])
+def test_param_group_lr_scales_follow_schedule(name):
+    model = _TwoPart()
+    cfg = OptimConfig(name=name, lr=0.04, warmup_batches=3, total_steps=20, eden_lr_batches=10)
+    opt, sched = build_optimizer(model, cfg)
+    # AdamW splits each LR group into decayed weights and undecayed biases, keeping the group's scale
+    expect_scales = [1.0, 0.1] if name == "scaled_adam" else [1.0, 1.0, 0.1, 0.1]
+    assert [g["lr_scale"] for g in opt.param_groups] == expect_scales
+    assert opt.param_groups[0]["name"] == "main"
+    g = torch.Generator().manual_seed(0)
+    before = model.pretrained.weight.detach().clone()
+    for b in range(1, 8):  # through warm-up and into the decay
+        x = torch.randn(5, 6, generator=g)
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        sched.step_batch()
+        ref = _eden_ref(0.04, b, 0, B=10, warm=3) if name == "scaled_adam" else 0.04 * sched.factor()
+        lrs = sched.get_last_lr()
+        assert lrs[0] == pytest.approx(ref)  # the first group (the one the trainer logs) runs at the base schedule
+        assert lrs[0] / lrs[-1] == pytest.approx(10.0)
+        assert [gr["lr"] for gr in opt.param_groups] == lrs
+    sched.step_epoch(2)
+    assert opt.param_groups[0]["lr"] / opt.param_groups[-1]["lr"] == pytest.approx(10.0)
+    assert not torch.equal(model.pretrained.weight, before)  # the scaled group does train
+    # the scales survive a state_dict round trip into a fresh scheduler
+    opt2, sched2 = build_optimizer(_TwoPart(), cfg)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    assert [gr["lr"] for gr in opt2.param_groups] == [gr["lr"] for gr in opt.param_groups]
+
+
+def test_scaled_group_moves_ten_times_less():
+    """ScaledAdam's first step moves each tensor by lr x (1 - beta1) x its RMS: 10x less in the 0.1 group."""
+    model = _TwoPart()
+    with torch.no_grad():  # same RMS in both weights, so relative changes compare directly
+        model.scratch.weight.copy_(torch.randn(4, 6))
+        model.pretrained.weight.copy_(torch.randn(3, 4))
+    opt, sched = build_optimizer(model, OptimConfig(lr=0.04, clipping_scale=None))
+    w1, w2 = model.scratch.weight.detach().clone(), model.pretrained.weight.detach().clone()
+    model(torch.randn(5, 6)).pow(2).mean().backward()
+    opt.step()
+    rel1 = ((model.scratch.weight - w1).norm() / w1.norm()).item()
+    rel2 = ((model.pretrained.weight - w2).norm() / w2.norm()).item()
+    assert rel1 == pytest.approx(0.04 * 0.5 * 0.1, rel=0.1)  # lr x warm-up start x (1 - beta1)
+    assert rel1 / rel2 == pytest.approx(10.0, rel=0.05)
+
+
+def test_param_groups_hook_is_validated():
+    with pytest.raises(ValueError, match=r"in no group: 'pretrained\.bias'"):
+        build_optimizer(_TwoPart(omit_bias=True), OptimConfig())
+    with pytest.raises(ValueError, match=r"'pretrained\.weight' is in group 'main' and again in group 'pretrained'"):
+        build_optimizer(_TwoPart(duplicate=True), OptimConfig(name="adamw", total_steps=5))
+    frozen = _TwoPart()
+    frozen.pretrained.bias.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"'pretrained\.bias', which is frozen"):
+        build_optimizer(frozen, OptimConfig())
+    # a scheduler state with a different number of groups is refused with a clear message
+    opt1, sched1 = build_optimizer(nn.Linear(2, 2), OptimConfig())
+    opt2, sched2 = build_optimizer(_TwoPart(), OptimConfig())
+    with pytest.raises(ValueError, match="different parameter groups"):
+        sched2.load_state_dict(sched1.state_dict())

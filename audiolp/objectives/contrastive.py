@@ -26,7 +26,11 @@ class ContrastiveConfig:
     text_model: str = DEFAULT_TEXT_MODEL  # paper: "bert-base-uncased"
     max_text_tokens: int = 30
     text_pooling: str = "cls"  # "cls" | "mean"
-    text_trainable: bool = True
+    text_trainable: bool = True  # False freezes the text tower (no gradient, eval mode); text_lr_scale then unused
+    # LR multiplier for the pretrained text tower (the projection heads start from scratch and run at 1.0).
+    # ScaledAdam moves every tensor by ~lr relative to its RMS, so the encoder's rate (0.045) would wreck the
+    # pretrained weights; 0.1 fine-tunes gently. 1.0 = the encoder's rate.
+    text_lr_scale: float = 0.1
     proj_dim: int = 1024
     proj_hidden_dim: int = 0  # 0 -> proj_dim
     audio_pooling: str = "mean"  # "mean" | "attention"
@@ -45,6 +49,9 @@ class ContrastiveConfig:
         if not 0 < self.min_temperature <= self.temperature:
             raise ValueError(f"ContrastiveConfig: need 0 < min_temperature ({self.min_temperature}) <= temperature "
                              f"({self.temperature})")
+        if not (math.isfinite(self.text_lr_scale) and self.text_lr_scale > 0):
+            raise ValueError(f"ContrastiveConfig.text_lr_scale={self.text_lr_scale}: must be > 0 (to freeze the text "
+                             "tower use text_trainable=False)")
 
 
 class ProjectionMLP(nn.Sequential):
@@ -133,6 +140,16 @@ class ContrastiveObjective(nn.Module):
             self.register_buffer("log_logit_scale", init)
         if cfg.loss == "siglip":
             self.logit_bias = nn.Parameter(torch.tensor(float(cfg.siglip_bias_init)))
+
+    def param_groups(self) -> list[dict]:
+        """LR groups for build_optimizer: everything from scratch at scale 1.0 (first, so the trainer's logged lr
+        is the encoder's), the pretrained text tower at ``text_lr_scale``. Trainable parameters only."""
+        text_ids = {id(p) for p in self.text.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if id(p) not in text_ids], "lr_scale": 1.0, "name": "main"},
+                  {"params": [p for p in trainable if id(p) in text_ids], "lr_scale": float(self.config.text_lr_scale),
+                   "name": "text_tower"}]
+        return [g for g in groups if g["params"]]
 
     def logit_scale(self) -> torch.Tensor:
         # Clamped in log space: a learnable temperature never falls below min_temperature.

@@ -4,6 +4,8 @@ AdamW + cosine-with-warmup (the standard alternative; needs the 1/sqrt(d) attent
 ``build_optimizer(model, OptimConfig(...)) -> (optimizer, scheduler)``; the scheduler has one interface for both:
 ``step_batch(batch=None)``, ``step_epoch(epoch=None)``, ``get_last_lr()``, ``state_dict()``, ``load_state_dict()``.
 Optimizer + scheduler state round-trips exactly: a resumed run continues bit-for-bit (tests/test_optim.py).
+Per-group LR scales: a model may define ``param_groups()`` returning ``[{"params", "lr_scale", "name"}, ...]``
+(e.g. 0.1 for a pretrained text tower); every group's lr is base_lr x schedule factor x lr_scale.
 
 ScaledAdam (after Yao et al. 2024, written from the description, not from icefall's code):
 - each tensor's update is Adam's normalised gradient times the tensor's RMS ("param_rms", refreshed every
@@ -230,9 +232,12 @@ class ScaledAdam(torch.optim.Optimizer):
         scale_grads = state["scale_grads"]  # (period, B, 1, ...)
         period = scale_grads.shape[0]
         sq = state["scale_exp_avg_sq"]
-        sq.mul_(beta2).add_((scale_grads ** 2).mean(dim=0), alpha=1.0 - beta2)
+        # Updated once per period, so decay by beta2**period: the average then spans the same number of steps
+        # as the per-element second moment.
+        beta2_period = beta2 ** period
+        sq.mul_(beta2_period).add_((scale_grads ** 2).mean(dim=0), alpha=1.0 - beta2_period)
         n_updates = (state["step"] + 1) // period
-        denom = (sq / (1.0 - beta2 ** n_updates)).sqrt() + group["eps"]
+        denom = (sq / (1.0 - beta2_period ** n_updates)).sqrt() + group["eps"]
         size_lr = group["lr"] * group["scalar_lr_scale"]
         scale_step = -size_lr * scale_grads.sum(dim=0) / denom
         rms = state["param_rms"]
@@ -270,13 +275,18 @@ class AdamWClipped(torch.optim.AdamW):
 
 
 class _Schedule:
-    """Sets group['lr'] = base_lr * factor(batch, epoch) after every step_batch/step_epoch."""
+    """Sets group['lr'] = base_lr * factor(batch, epoch) * group['lr_scale'] after every step_batch/step_epoch.
+
+    ``lr_scale`` (default 1.0) is a fixed per-group multiplier, e.g. 0.1 for a pretrained text tower that the
+    encoder's rate would wreck; ``get_last_lr()`` lists every group's lr, in group order (index 0 = first group).
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
         self.base_lrs = [float(g.get("base_lr", g["lr"])) for g in optimizer.param_groups]
-        for g, b in zip(optimizer.param_groups, self.base_lrs):
-            g["base_lr"] = b
+        self.lr_scales = [float(g.get("lr_scale", 1.0)) for g in optimizer.param_groups]
+        for g, b, s in zip(optimizer.param_groups, self.base_lrs, self.lr_scales):
+            g["base_lr"], g["lr_scale"] = b, s
         self.batch = 0
         self.epoch = 0
         self._last_lr: List[float] = []
@@ -287,7 +297,7 @@ class _Schedule:
 
     def _apply(self) -> None:
         f = self.factor()
-        self._last_lr = [b * f for b in self.base_lrs]
+        self._last_lr = [b * f * s for b, s in zip(self.base_lrs, self.lr_scales)]
         for g, lr in zip(self.optimizer.param_groups, self._last_lr):
             g["lr"] = lr
 
@@ -305,12 +315,21 @@ class _Schedule:
         return list(self._last_lr)
 
     def state_dict(self) -> dict:
-        return {"batch": self.batch, "epoch": self.epoch, "base_lrs": list(self.base_lrs)}
+        return {"batch": self.batch, "epoch": self.epoch, "base_lrs": list(self.base_lrs),
+                "lr_scales": list(self.lr_scales)}
 
     def load_state_dict(self, sd: dict) -> None:
-        self.batch, self.epoch, self.base_lrs = sd["batch"], sd["epoch"], list(sd["base_lrs"])
-        for g, b in zip(self.optimizer.param_groups, self.base_lrs):
-            g["base_lr"] = b
+        n = len(self.optimizer.param_groups)
+        base_lrs = list(sd["base_lrs"])
+        # Checkpoints from before per-group scales have no "lr_scales": every group ran at scale 1.0.
+        lr_scales = list(sd.get("lr_scales", [1.0] * len(base_lrs)))
+        if len(base_lrs) != n or len(lr_scales) != n:
+            raise ValueError(f"scheduler state has {len(base_lrs)} lr group(s) but the optimizer has {n}: the "
+                             "checkpoint was written with different parameter groups (model.param_groups(), "
+                             "optimiser name or frozen parts changed); resume with the same model and config")
+        self.batch, self.epoch, self.base_lrs, self.lr_scales = sd["batch"], sd["epoch"], base_lrs, lr_scales
+        for g, b, s in zip(self.optimizer.param_groups, self.base_lrs, self.lr_scales):
+            g["base_lr"], g["lr_scale"] = b, s
         self._apply()
 
 
@@ -364,20 +383,74 @@ def _set_attention_scaling(model: nn.Module, enabled: bool) -> int:
     return n
 
 
+def _param_groups(model: nn.Module) -> List[dict]:
+    """The model's LR groups: ``model.param_groups()`` if it defines one, else one group at scale 1.0.
+
+    The hook returns ``[{"params": [...], "lr_scale": float, "name": str}, ...]`` covering every trainable
+    parameter exactly once; the first group's lr is the one the trainer logs, so put the main (scale 1.0) group
+    first. Empty groups are dropped (e.g. a frozen tower).
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    hook = getattr(model, "param_groups", None)
+    if hook is None or isinstance(hook, nn.Module) or not callable(hook):
+        return [{"params": trainable, "lr_scale": 1.0, "name": "all"}]
+    where = f"{type(model).__name__}.param_groups()"
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    groups = list(hook())
+    seen: Dict[int, str] = {}
+    out: List[dict] = []
+    for i, g in enumerate(groups):
+        if not isinstance(g, dict) or "params" not in g:
+            raise ValueError(f"{where}: group {i} must be a dict with 'params', 'lr_scale' and 'name', got {g!r}")
+        gname = str(g.get("name", f"group{i}"))
+        scale = float(g.get("lr_scale", 1.0))
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"{where}: group {gname!r} has lr_scale={scale}; it must be a finite number > 0 "
+                             "(freeze parameters with requires_grad=False instead of a zero scale)")
+        params = list(g["params"])
+        for p in params:
+            pname = names.get(id(p))
+            if pname is None:
+                raise ValueError(f"{where}: group {gname!r} holds a parameter of shape {tuple(p.shape)} that is "
+                                 "not one of the model's parameters")
+            if not p.requires_grad:
+                raise ValueError(f"{where}: group {gname!r} holds {pname!r}, which is frozen (requires_grad=False); "
+                                 "list only trainable parameters")
+            if id(p) in seen:
+                raise ValueError(f"{where}: parameter {pname!r} is in group {seen[id(p)]!r} and again in group "
+                                 f"{gname!r}; each trainable parameter must be in exactly one group")
+            seen[id(p)] = gname
+        if params:
+            out.append({"params": params, "lr_scale": scale, "name": gname})
+    missing = [names[id(p)] for p in trainable if id(p) not in seen]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{where}: {len(missing)} trainable parameter(s) are in no group: {shown}; add them to a "
+                         "group (lr_scale 1.0 for the from-scratch parts) or freeze them")
+    return out
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig):
-    """(optimizer, scheduler) for ``model``; also sets the Zipformer's attention scaling to match the optimiser."""
+    """(optimizer, scheduler) for ``model``; also sets the Zipformer's attention scaling to match the optimiser.
+
+    Parameter groups come from ``model.param_groups()`` when the model defines it (see :func:`_param_groups`);
+    each group's lr is base_lr x schedule factor x its ``lr_scale``.
+    """
     _set_attention_scaling(model, attention_scaling_for(cfg.name))
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("build_optimizer: the model has no trainable parameters")
+    groups = _param_groups(model)
     if cfg.name == "scaled_adam":
-        opt = ScaledAdam(params, lr=cfg.base_lr, clipping_scale=cfg.clipping_scale, betas=cfg.betas, eps=cfg.eps)
+        opt = ScaledAdam(groups, lr=cfg.base_lr, clipping_scale=cfg.clipping_scale, betas=cfg.betas, eps=cfg.eps)
         sched = Eden(opt, cfg.eden_lr_batches, cfg.eden_lr_epochs, cfg.warmup_batches, cfg.warmup_start)
     else:
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]  # biases, norm parameters, bypass scales, scalars
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
-        opt = AdamWClipped(groups, max_grad_norm=cfg.max_grad_norm, lr=cfg.base_lr, betas=cfg.betas, eps=cfg.eps)
+        split = []
+        for g in groups:  # each LR group splits into decayed weights and undecayed biases / norms / scalars
+            decay = [p for p in g["params"] if p.ndim >= 2]
+            no_decay = [p for p in g["params"] if p.ndim < 2]
+            split += [dict(g, params=decay, weight_decay=cfg.weight_decay),
+                      dict(g, params=no_decay, weight_decay=0.0, name=f"{g['name']}.no_decay")]
+        split = [g for g in split if g["params"]]
+        opt = AdamWClipped(split, max_grad_norm=cfg.max_grad_norm, lr=cfg.base_lr, betas=cfg.betas, eps=cfg.eps)
         sched = CosineWithWarmup(opt, cfg.total_steps, cfg.warmup_batches, cfg.min_lr_ratio)
     return opt, sched
