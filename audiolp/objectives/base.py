@@ -2,7 +2,6 @@
 and loading encoder weights from a checkpoint."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -11,6 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from audiolp.configs import dataclass_from
 
 
 @dataclass
@@ -67,19 +68,7 @@ def audio_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch
 
 def coerce_config(cls, config: Any):
     """None -> defaults; dict -> cls(**dict) with a clear error naming unknown fields; dataclass of cls -> itself."""
-    if config is None:
-        return cls()
-    if isinstance(config, cls):
-        return config
-    if dataclasses.is_dataclass(config):
-        config = dataclasses.asdict(config)
-    if not isinstance(config, dict):
-        raise TypeError(f"{cls.__name__}: config must be a dict, a {cls.__name__} or None, got {type(config).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-    return cls(**config)
+    return dataclass_from(cls, config)
 
 
 def init_encoder_from(objective_or_encoder: nn.Module, path: str | os.PathLike) -> nn.Module:

@@ -5,13 +5,13 @@ CPU, and a run dir that already holds checkpoints is resumed from them.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audiolp.configs import dataclass_from
 from audiolp.data.loader import LoaderConfig
 from audiolp.train.optim import OptimConfig
 
@@ -122,15 +122,5 @@ class TrainConfig:
 
 def _build(cls, d: Any, source: str):
     """Construct dataclass ``cls`` from a dict, naming the unknown field and the known ones on a typo."""
-    if isinstance(d, cls):
-        return d
-    if not isinstance(d, dict):
-        raise ValueError(f"{source}: expected a JSON object for {cls.__name__}, got {type(d).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown field(s) {unknown} for {cls.__name__}; known fields: {sorted(known)}")
-    try:
-        return cls(**d)
-    except TypeError as e:
-        raise ValueError(f"{source}: cannot build {cls.__name__}: {e}") from e
+    return dataclass_from(cls, d, source)
+
