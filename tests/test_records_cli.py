@@ -80,3 +80,25 @@ def test_loss_figure_is_built_from_records_only(tmp_path):
     assert out.exists() and out.stat().st_size > 5_000
     with pytest.raises(ValueError, match="no pretraining record"):
         plot_pretrain_losses([], tmp_path / "none.png")
+
+
+def test_pretrain_from_the_command_line_then_load_the_encoder(tiny_ministew, tmp_path):
+    import torch
+
+    import audiolp
+    from audiolp.cli import main
+
+    run_dir = tmp_path / "run"
+    argv = ["pretrain", "--objective", "tagging", "--data", str(tiny_ministew / "cuts.jsonl.gz"), "--scale", "1M",
+            "--model", "zipformer_tiny", "--run-dir", str(run_dir), "--max-steps", "3",
+            "--set", "loader.max_duration=20", "--set", "checkpoint_every=2", "--set", "progress=false"]
+    assert main(argv) == 0
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["steps"] == 3 and res["objective"] == "tagging" and res["completed"]
+    # 1M of 10.7M pairs maps to the same fraction of the tiny corpus, and the run says so.
+    assert res["scale_info"]["mapped"] is True
+    assert 0.08 < res["scale_info"]["fraction"] < 0.11
+    encoder = audiolp.load_encoder(run_dir)
+    assert not any(p.requires_grad for p in encoder.parameters())
+    frames, lens = encoder(torch.randn(2, 200, 80), torch.tensor([200, 150]))
+    assert frames.shape == (2, 48, encoder.output_dim) and lens.tolist() == [48, 36]
