@@ -319,32 +319,17 @@ def build_encoder_from_dict(d: dict):
 
 def load_encoder_weights(encoder: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
     """Load an encoder from a weights file holding either the bare encoder (encoder.safetensors) or a whole
-    objective (model.safetensors, keys "encoder.*").
+    objective (model.safetensors, keys "encoder.*"); the objectives' reader, with checkpoint errors."""
+    from audiolp.objectives.base import init_encoder_from
 
-    The prefix alone cannot tell them apart: the Zipformer's own keys include "encoder.encoders.*" (icefall
-    naming), so the file's keys are matched against the encoder's.
-    """
     path = Path(path)
-    state = load_weights(path, device="cpu")
-    own = set(encoder.state_dict())
-    if not own <= set(state):
-        prefixed = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-        if own <= set(prefixed):
-            state = prefixed
-    else:
-        state = {k: state[k] for k in own}
-    missing = sorted(own - set(state))
-    unexpected = sorted(set(state) - own)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: the weights do not fit this encoder (neither bare keys nor 'encoder.*'): "
-                              f"missing {missing[:5]}, unexpected {unexpected[:5]}; build the encoder from the "
-                              f"{ENCODER_CONFIG} of the run that wrote the file")
+    if not path.exists():
+        raise CheckpointError(f"weights file {path} does not exist")
     try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: {e}; build the encoder from the {ENCODER_CONFIG} of the run that wrote it") \
+        return init_encoder_from(encoder, path)
+    except ValueError as e:
+        raise CheckpointError(f"{e} ({ENCODER_CONFIG} of the run that wrote {path.name} describes the encoder)") \
             from e
-    return encoder
 
 
 def save_encoder_config(run_dir: Path, encoder_cfg) -> Path:
