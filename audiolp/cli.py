@@ -76,6 +76,9 @@ def cmd_stats(args) -> int:
     return 0
 
 
+FREE_SECTIONS = ("objective_config", "model_overrides")
+
+
 def _apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
     """`--set optim.lr=0.01 --set loader.max_duration=60` on the TrainConfig JSON."""
     for item in overrides:
@@ -92,7 +95,9 @@ def _apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
             if not isinstance(node.get(p), dict):
                 raise SystemExit(f"--set {key}: {p!r} is not a config section")
             node = node[p]
-        if leaf not in node:
+        # objective_config / model_overrides start empty: any field of the objective's or encoder's config may be
+        # added there (the dataclass named by the config checks it when the run starts).
+        if leaf not in node and not (parents and parents[-1] in FREE_SECTIONS):
             raise SystemExit(f"--set {key}: unknown field {leaf!r}; fields here: {sorted(node)}")
         node[leaf] = value
     return cfg_dict

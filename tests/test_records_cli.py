@@ -28,6 +28,8 @@ def test_overrides_parse_json_values_and_reject_unknown_fields():
     assert out == {"optim": {"lr": 0.01, "name": "adamw"}, "max_steps": 20}
     with pytest.raises(SystemExit, match="unknown field 'lrr'"):
         _apply_overrides(cfg, ["optim.lrr=1"])
+    free = _apply_overrides({"objective_config": {}}, ["objective_config.tokenizer=facebook/bart-base"])
+    assert free == {"objective_config": {"tokenizer": "facebook/bart-base"}}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _apply_overrides(cfg, ["max_steps"])
 
