@@ -35,7 +35,7 @@ class DemoPlan:
 
 PLANS = {
     "tiny": DemoPlan(model="zipformer_tiny", steps=40, max_duration=60.0, scale=None),
-    "full": DemoPlan(model="zipformer_tiny", steps=300, max_duration=100.0, scale=None),
+    "full": DemoPlan(model="zipformer_tiny", steps=80, max_duration=60.0, scale=None),
 }
 
 NOT_YET = [
