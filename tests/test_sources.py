@@ -172,3 +172,66 @@ def test_csv_without_required_column_names_the_file(tmp_path):
 ])
 def test_parse_youtube_clip(name, expected):
     assert parse_youtube_clip(name) == expected
+
+
+# --- parallel header reads and packed cuts (audiolp.data.sources.common) ---------------------------------
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_parallel_header_reads_match_serial(corpora, loads, kind):
+    from audiolp.data.sources.common import parallel_headers
+
+    opts = F.options(corpora)
+    with parallel_headers(3, kind=kind):
+        par = {name: load_source(name, root, **opts.get(name, {})) for name, root in corpora.items()}
+    for name, ref in loads.items():
+        assert [c.to_dict() for c in par[name].cuts] == [c.to_dict() for c in ref.cuts], name
+        assert par[name].malformed == ref.malformed, name
+        assert par[name].summary() == ref.summary() and par[name].pending == []
+
+
+@pytest.mark.parametrize("batch", [8192, 2])
+def test_parallel_keeps_error_order_between_malformed_rows(tmp_path, monkeypatch, batch):
+    """Unreadable-audio errors found by the pool land between the csv errors exactly where serial puts them,
+    also when the queue is resolved in several batches while the csv is read."""
+    import numpy as np
+    import soundfile as sf
+
+    from audiolp.data.sources import common
+
+    monkeypatch.setattr(common, "PENDING_BATCH", batch)
+
+    root = tmp_path / "clotho"
+    (root / "development").mkdir(parents=True)
+    sf.write(root / "development" / "good.wav", np.zeros(1600, dtype="float32"), 16000)
+    for bad in ("bad1.wav", "bad2.wav"):
+        (root / "development" / bad).write_bytes(b"not audio at all")
+    caps = ",".join(f"cap {i}" for i in range(5))
+    (root / "clotho_captions_development.csv").write_text(
+        "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
+        f"good.wav,{caps}\nbad1.wav,{caps}\nshort,row\nbad2.wav,{caps}\ngood.wav,{caps}\nbad1.wav,{caps}\n"
+        "x,y\n", encoding="utf-8")
+    serial = load_source("clotho", root, splits=("development",), num_workers=1)
+    par = load_source("clotho", root, splits=("development",), num_workers=2)
+    assert [m.split(":")[0].rsplit("/", 1)[-1][:8] for m in serial.malformed] == [
+        "bad1.wav", "clotho_c", "bad2.wav", "bad1.wav", "clotho_c"]
+    assert par.malformed == serial.malformed
+    assert [c.to_dict() for c in par.cuts] == [c.to_dict() for c in serial.cuts] and len(par.cuts) == 2
+
+
+def test_packed_cut_round_trips_exactly(loads):
+    import json
+
+    from audiolp.data.sources.common import PackedCut
+
+    cuts = [c for ld in loads.values() for c in ld.cuts]
+    assert len(cuts) > 20
+    for cut in cuts:
+        rec = PackedCut(cut)
+        assert rec.id == cut.id and rec.captions == cut_captions(cut)
+        assert json.dumps(rec.cut().to_dict()) == json.dumps(cut.to_dict())  # same values, same key order
+        assert rec.__sizeof__() < 600  # the point of packing: well under the ~1.6 KB of a MonoCut tree
+    rec = PackedCut(cuts[0])
+    rec.captions = rec.captions + ["an extra caption"]
+    rec.merged_from = ["other/id"]
+    custom = rec.cut().supervisions[0].custom
+    assert custom["caption"][-1] == "an extra caption" and custom["merged_from"] == ["other/id"]
+    assert list(custom)[0] == "caption" and list(custom)[-1] == "merged_from"

@@ -191,3 +191,38 @@ def test_namespaced_exclude_ids_match_exactly_and_dict_options(built, tmp_path):
         "jamendomaxcaps/1001", "paraspeechcaps/voxceleb/id10001/abc/00001", "paraspeechcaps/ears/p001/emo_happy",
     }
     assert report.stats["build"]["sources"]["paraspeechcaps"]["adapter"] == "paraspeechcaps"
+
+
+def test_parallel_build_identical_to_serial(built, tmp_path):
+    """num_workers changes nothing: manifest, statistics and malformed list are byte-identical."""
+    import gzip
+
+    corpora, report = built  # default num_workers (a thread pool)
+    for n in (1, 3):
+        other = build_captionstew(_sources(corpora), tmp_path / f"w{n}", seed=0, num_workers=n)
+        assert gzip.decompress(other.manifest.read_bytes()) == gzip.decompress(report.manifest.read_bytes())
+        assert other.stats == report.stats
+        for name in ("stats.json", "malformed.txt"):
+            assert (other.out_dir / name).read_text() == (report.out_dir / name).read_text()
+    assert not list(report.out_dir.glob("*.partial*"))  # the temp manifest was moved into place
+
+
+def test_packed_manifest_equals_the_adapters_cuts(built):
+    """The stew keeps cuts packed until writing; every written cut is the adapter's cut, field for field and
+    in key order, with only the merged captions (and merged_from) changed."""
+    from audiolp.data.sources import load_source
+
+    corpora, report = built
+    opts = F.options(corpora)
+    plain = {c.id: c.to_dict() for name, root in corpora.items()
+             for c in load_source(name, root, **opts.get(name, {})).cuts}
+    written = list(load_manifest(report.manifest))
+    assert len(written) == 14
+    for cut in written:
+        d, ref = cut.to_dict(), plain[cut.id]
+        custom, rc = d["supervisions"][0]["custom"], ref["supervisions"][0]["custom"]
+        assert custom["caption"] == FINAL_CAPTIONS[cut.id]
+        rc["caption"] = custom["caption"]
+        if "merged_from" in custom:
+            rc["merged_from"] = custom["merged_from"]
+        assert json.dumps(d) == json.dumps(ref)

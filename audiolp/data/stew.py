@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from lhotse import CutSet
+from lhotse import CutSet, MonoCut
 from lhotse.cut import Cut
 
-from audiolp.data.schema import export_shar, load_manifest, save_manifest
+from audiolp.data.schema import export_shar, load_manifest
 from audiolp.data.sources import MEDIA_END, MEDIA_ID, MEDIA_START, SourceLoad, load_source, normalize_media_key
-from audiolp.data.sources.common import parse_youtube_clip
+from audiolp.data.sources.common import PackedCut, packed_cuts, parallel_headers, parse_youtube_clip
 from audiolp.data.text_stats import caption_statistics, stats_table, tokenize  # noqa: F401  (re-exported)
 
 MANIFEST_NAME = "cuts.jsonl.gz"
@@ -143,6 +143,7 @@ def build_captionstew(
     shar: bool = False,
     drop_eval: bool = True,
     shar_shard_size: int = 1000,
+    num_workers: int | None = None,
 ) -> StewReport:
     """Build CaptionStew from local corpus copies (see the module docstring).
 
@@ -150,12 +151,16 @@ def build_captionstew(
     ``(name, root[, options])`` (a name may repeat, e.g. two WavCaps copies). ``seed`` shuffles the output
     order (so Shar shards mix sources); the kept set does not depend on it. ``drop_eval=False`` keeps the
     evaluation clips (only for building evaluation manifests). Nothing is written unless every source loads.
+    ``num_workers``: threads reading audio headers (default ``min(8, cpu_count)``; 1 = serial); the
+    output does not depend on it.
     """
     out_dir = Path(out_dir)
     specs = _normalize_specs(sources)
     loads: list[tuple[str, SourceLoad]] = []
-    for label, name, root, options in specs:
-        loads.append((label, load_source(name, root, **options)))
+    # one header pool for all sources; cuts kept packed (JSON) until written, see PackedCut
+    with parallel_headers(num_workers), packed_cuts():
+        for label, name, root, options in specs:
+            loads.append((label, load_source(name, root, **options)))
 
     eval_ids: set[str] = set()
     for _, ld in loads:
@@ -165,35 +170,47 @@ def build_captionstew(
         exclude_keys |= normalize_media_key(raw)
 
     inputs: dict[str, dict] = {}
-    kept: list[Cut] = []
-    by_media: dict[str, list[Cut]] = defaultdict(list)
+    kept: list[PackedCut] = []
+    by_media: dict[str, list[PackedCut]] = defaultdict(list)
     for label, ld in loads:
         counts = {**ld.summary(), "dropped_eval_overlap": 0, "dropped_excluded": 0, "duplicates_merged": 0, "kept": 0}
-        for cut in ld.cuts:
-            custom = cut.supervisions[0].custom
-            media = custom.get(MEDIA_ID) or cut.id
+        for rec in ld.cuts:
+            media = rec.media_id or rec.id
             if drop_eval and media in eval_ids:
                 counts["dropped_eval_overlap"] += 1
                 continue
-            if exclude_keys and cut_media_keys(cut) & exclude_keys:
+            if exclude_keys and cut_media_keys(rec.cut()) & exclude_keys:
                 counts["dropped_excluded"] += 1
                 continue
-            span = _span(cut)
-            twin = next((k for k in by_media[media] if _overlap(_span(k), span)), None)
+            twin = next((k for k in by_media[media] if _overlap(k.span, rec.span)), None)
             if twin is not None:
-                tc = twin.supervisions[0].custom
-                tc["caption"] = tc["caption"] + [c for c in custom["caption"] if c not in tc["caption"]]
-                tc.setdefault("merged_from", []).append(cut.id)
+                have = twin.captions
+                twin.captions = have + [c for c in rec.captions if c not in have]
+                twin.merged_from = (twin.merged_from or []) + [rec.id]
                 counts["duplicates_merged"] += 1
                 continue
-            by_media[media].append(cut)
-            kept.append(cut)
+            by_media[media].append(rec)
+            kept.append(rec)
             counts["kept"] += 1
         inputs[label] = counts
+        ld.cuts = []  # the dropped and merged clips are no longer needed
+    del by_media
 
     # "kept" above counts clips that survived; merged captions do not change it.
     random.Random(seed).shuffle(kept)
-    stats = caption_statistics(kept)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Cuts are materialised one at a time: written to a temp manifest and counted in the same pass.
+    manifest = out_dir / MANIFEST_NAME
+    tmp = manifest.with_name(MANIFEST_NAME + ".partial.jsonl.gz")
+    with CutSet.open_writer(tmp) as writer:
+        def written():
+            for rec in kept:
+                d = rec.to_dict()
+                writer.write(d)  # the dict is what cut.to_dict() gives (tested), so skip that round trip
+                yield MonoCut.from_dict(d)
+
+        stats = caption_statistics(written())
+    os.replace(tmp, manifest)
     stats["inputs"] = inputs
     stats["build"] = {
         "seed": seed,
@@ -205,8 +222,6 @@ def build_captionstew(
         "pairs_counted_as": "clips",
     }
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = save_manifest(kept, out_dir / MANIFEST_NAME)
     stats_path = out_dir / STATS_NAME
     _write_atomic(stats_path, json.dumps(stats, indent=2, sort_keys=False) + "\n")
     malformed = {label: list(ld.malformed) for label, ld in loads}
@@ -217,7 +232,7 @@ def build_captionstew(
     shar_dir = None
     if shar:
         shar_dir = out_dir / "shar"
-        export_shar(CutSet.from_cuts(kept), shar_dir, shard_size=shar_shard_size)
+        export_shar(CutSet.from_jsonl_lazy(manifest), shar_dir, shard_size=shar_shard_size)
     return StewReport(
         out_dir=out_dir,
         manifest=manifest,

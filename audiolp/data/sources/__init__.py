@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Callable
 
 from audiolp.data.sources import audiocaps, audiosetcaps, clotho, jamendomaxcaps, musiccaps, paraspeechcaps, wavcaps
+from audiolp.data.sources.common import _HEADER_POOL, resolve_pending  # noqa: F401
 from audiolp.data.sources.common import (  # noqa: F401
     MEDIA_END,
     MEDIA_ID,
     MEDIA_START,
     SPLIT,
     SourceLoad,
+    default_num_workers,
     normalize_media_key,
+    parallel_headers,
     parse_youtube_clip,
 )
 
@@ -32,9 +35,13 @@ SOURCES: dict[str, Callable[..., SourceLoad]] = {
 }
 
 
-def load_source(name: str, root: str | Path, **options) -> SourceLoad:
+def load_source(name: str, root: str | Path, num_workers: int | None = 1, **options) -> SourceLoad:
     """Load corpus ``name`` from ``root`` with adapter ``options`` (see each module's ``load``). Raises
-    KeyError listing the known names for an unknown corpus, TypeError listing the accepted options."""
+    KeyError listing the known names for an unknown corpus, TypeError listing the accepted options.
+
+    ``num_workers`` > 1 reads the audio headers with that many threads (None: ``min(8,
+    cpu_count)``); the result is identical to the serial load. Inside an enclosing ``parallel_headers``
+    block its pool is reused."""
     key = name.strip().lower()
     if key not in SOURCES:
         raise KeyError(f"unknown caption source {name!r}; known sources: {', '.join(sorted(SOURCES))}")
@@ -43,4 +50,7 @@ def load_source(name: str, root: str | Path, **options) -> SourceLoad:
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise TypeError(f"source {key!r}: unknown option(s) {unknown}; accepted: {accepted}")
-    return loader(root, **options)
+    if _HEADER_POOL.get() is not None:
+        return resolve_pending(loader(root, **options))
+    with parallel_headers(num_workers):
+        return resolve_pending(loader(root, **options))
