@@ -181,6 +181,8 @@ def _ddp_worker(rank, world, init_file, out_dir, sizes):
     loss.backward()
     torch.save({"loss": loss.detach(), "ga": a.grad, "gt": t.grad, "labels": labels, "cols": logits.shape[1]},
                os.path.join(out_dir, f"r{rank}.pt"))
+    # Both ranks leave together: a rank tearing down gloo while its peer is still mid-collective aborts the peer.
+    dist.barrier()
     dist.destroy_process_group()
 
 
