@@ -18,8 +18,13 @@ a staggered warm-up per stack), module skipping (attention/conv/ff2/ff3 sequence
 substitution, positional-score skipping, feature masks above ``encoder_unmasked_dim``, ConvNeXt layer drop, dropout
 schedule 0.3 -> 0.1, bypass-scale minimum schedule 0.9 -> 0.2. Always active in training (gradient-only, as in icefall):
 ScaleGrad(0.2) after the first conv, value limits on BiasNorm log-scale [-1.5, 1.5] and bypass scales [min, 1].
-NOT implemented (gradient-only constraints): Balancer, Whiten, the attention-score abs-value penalty, the fp16
-memory-saving custom autograd functions (use bf16 autocast).
+Gradient-only activation constraints (``ZipformerConfig.activation_constraints=True``, default off; no parameters, so
+checkpoints are unchanged; see ``audiolp.models.constraints``): Balancers on the feed-forward hidden pre-activations,
+the NonlinAttention tanh input, both gates of the convolution modules, the attention keys and the layer output
+around the BiasNorm; Whiten on the feed-forward, NonlinAttention and convolution outputs, the attention keys (per head)
+and the layer output. Their ranges follow icefall's choices as we read them; limits and probabilities are schedules of
+the batch counter. NOT implemented: the attention-score abs-value penalty and the fp16 memory-saving custom autograd
+functions (use bf16 autocast).
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from audiolp.models.constraints import Balancer, Whiten
 
 __all__ = [
     "ZipformerConfig",
@@ -84,6 +91,7 @@ class ZipformerConfig:
     # ScaledAdam keeps parameter scales in check); True for AdamW. build_optimizer sets it.
     attention_scaling: bool = False
     regularizers: bool = False  # training-only schedules keyed to set_batch_count (see module docstring)
+    activation_constraints: bool = False  # Balancer + Whiten gradient constraints (see module docstring)
     warmup_batches: float = 4000.0  # stack warm-up span of the layer-skip schedule
     include_unused_bypass_scale: bool = False  # icefall layers hold an unused 'bypass_scale'; only for key parity
 
@@ -227,6 +235,20 @@ class Schedule:
 def _host_rand() -> float:
     # A per-batch random decision drawn from torch's CPU generator: seeded by torch.manual_seed, no GPU sync.
     return float(torch.rand(()))
+
+
+def _settled(*points: Tuple[float, float]) -> Schedule:
+    """A constraint schedule; without a batch counter it takes its final (settled) value."""
+    return Schedule(*points, default=points[-1][1])
+
+
+def _whitening_limit(start: float) -> Schedule:
+    # Whitening limits relax to twice their start over the first 20k batches (loose once the model has settled).
+    return _settled((0.0, start), (20000.0, 2.0 * start))
+
+
+_WHITEN_PROB = _settled((0.0, 0.25), (20000.0, 0.025))  # applied less often as training settles
+_BALANCE_PROB = _settled((0.0, 0.5), (8000.0, 0.125))
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -421,13 +443,19 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
         self.regularizers = False
         self.batch_count: Optional[float] = None
         self.pos_emb_skip_rate = Schedule((0.0, 0.5), (4000.0, 0.0))
+        # Keys: sign-balanced channels, and no head whose keys collapse onto a few directions.
+        self.balance_keys = Balancer(num_heads * query_head_dim, min_positive=0.4, max_positive=0.6,
+                                     min_abs=0.0, max_abs=100.0, prob=0.025)
+        self.whiten_keys = Whiten(num_groups=num_heads, whitening_limit=_whitening_limit(2.0), grad_scale=0.025,
+                                  prob=_WHITEN_PROB)
 
     def forward(self, x: Tensor, pos_emb: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
         N, T, _ = x.shape
         H, dq, dp = self.num_heads, self.query_head_dim, self.pos_head_dim
         proj = self.in_proj(x)
         q = proj[..., : H * dq].reshape(N, T, H, dq).transpose(1, 2)  # (N,H,T,dq)
-        k = proj[..., H * dq: 2 * H * dq].reshape(N, T, H, dq).permute(0, 2, 3, 1)  # (N,H,dq,T)
+        k = self.whiten_keys(self.balance_keys(proj[..., H * dq: 2 * H * dq]))
+        k = k.reshape(N, T, H, dq).permute(0, 2, 3, 1)  # (N,H,dq,T)
         p = proj[..., 2 * H * dq:].reshape(N, T, H, dp).transpose(1, 2)  # (N,H,T,dp)
         if self.attention_scaling:
             q = q * dq ** -0.5
@@ -477,13 +505,18 @@ class NonlinAttention(nn.Module):
         self.hidden_channels = hidden_channels
         self.in_proj = nn.Linear(channels, hidden_channels * 3, bias=True)
         self.out_proj = scaled_linear(hidden_channels, channels, bias=True, initial_scale=0.05)
+        # Keep the tanh gate out of saturation.
+        self.balancer = Balancer(hidden_channels, min_positive=_settled((0.0, 0.25), (20000.0, 0.05)),
+                                 max_positive=_settled((0.0, 0.75), (20000.0, 0.95)), min_abs=0.5, max_abs=5.0,
+                                 prob=_BALANCE_PROB)
+        self.whiten = Whiten(whitening_limit=_whitening_limit(5.0), grad_scale=0.01, prob=_WHITEN_PROB)
 
     def forward(self, x: Tensor, attn0: Tensor) -> Tensor:
         # attn0: (N, 1, T, T)
         s, x, y = self.in_proj(x).chunk(3, dim=-1)
-        x = x * torch.tanh(s)
+        x = x * torch.tanh(self.balancer(s))
         x = torch.matmul(attn0[:, 0].to(x.dtype), x)
-        return self.out_proj(x * y)
+        return self.whiten(self.out_proj(x * y))
 
 
 class FeedforwardModule(nn.Module):
@@ -494,11 +527,15 @@ class FeedforwardModule(nn.Module):
         self.in_proj = nn.Linear(embed_dim, feedforward_dim)
         self.out_proj = scaled_linear(feedforward_dim, embed_dim, bias=True, initial_scale=0.1)
         self.dropout = 0.0  # set by Zipformer (fixed or scheduled)
+        # No dead hidden units (>= 30% positive) and no runaway ones (RMS <= 5).
+        self.hidden_balancer = Balancer(feedforward_dim, min_positive=0.3, max_positive=1.0, min_abs=0.75,
+                                        max_abs=5.0, prob=_BALANCE_PROB)
+        self.out_whiten = Whiten(whitening_limit=_whitening_limit(7.5), grad_scale=0.01, prob=_WHITEN_PROB)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = swoosh_l(self.in_proj(x))
+        h = swoosh_l(self.hidden_balancer(self.in_proj(x)))
         h = shared_dropout(h, self.dropout, self.training)
-        return self.out_proj(h)
+        return self.out_whiten(self.out_proj(h))
 
 
 class ConvolutionModule(nn.Module):
@@ -510,14 +547,22 @@ class ConvolutionModule(nn.Module):
         self.depthwise_conv = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2,
                                         groups=channels, bias=True)
         self.out_proj = scaled_linear(channels, channels, bias=True, initial_scale=0.05)
+        # The sigmoid gate must not saturate shut; the conv output must stay in SwooshR's useful range.
+        self.gate_balancer = Balancer(channels, min_positive=_settled((0.0, 0.05), (8000.0, 0.025)),
+                                      max_positive=1.0, min_abs=1.5, max_abs=_settled((0.0, 5.0), (8000.0, 10.0)),
+                                      prob=_BALANCE_PROB)
+        self.conv_balancer = Balancer(channels, min_positive=_settled((0.0, 0.1), (20000.0, 0.05)),
+                                      max_positive=1.0, min_abs=_settled((0.0, 0.2), (20000.0, 0.5)), max_abs=10.0,
+                                      prob=_BALANCE_PROB)
+        self.out_whiten = Whiten(whitening_limit=_whitening_limit(7.5), grad_scale=0.01, prob=_WHITEN_PROB)
 
     def forward(self, x: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
         x, s = self.in_proj(x).chunk(2, dim=-1)
-        x = x * torch.sigmoid(s)
+        x = x * torch.sigmoid(self.gate_balancer(s))
         if key_padding_mask is not None:
             x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
         x = self.depthwise_conv(x.transpose(1, 2)).transpose(1, 2)
-        return self.out_proj(swoosh_r(x))
+        return self.out_whiten(self.out_proj(swoosh_r(self.conv_balancer(x))))
 
 
 class Zipformer2EncoderLayer(nn.Module):
@@ -550,6 +595,12 @@ class Zipformer2EncoderLayer(nn.Module):
         self.const_attention_rate = Schedule((0.0, 0.25), (4000.0, 0.025))
         self.ff2_skip_rate = Schedule((0.0, 0.1), (4000.0, 0.01), (50000.0, 0.0))
         self.ff3_skip_rate = Schedule((0.0, 0.1), (4000.0, 0.01), (50000.0, 0.0))
+        # Layer output: balanced signs and bounded RMS before and after the BiasNorm, and a well-spread covariance.
+        self.balancer1 = Balancer(embed_dim, min_positive=0.45, max_positive=0.55, min_abs=0.2, max_abs=4.0,
+                                  prob=_BALANCE_PROB)
+        self.balancer2 = Balancer(embed_dim, min_positive=0.45, max_positive=0.55, min_abs=0.1, max_abs=4.0,
+                                  prob=_BALANCE_PROB)
+        self.whiten = Whiten(whitening_limit=_whitening_limit(4.0), grad_scale=0.025, prob=_WHITEN_PROB)
         self.regularizers = False
         self.batch_count: Optional[float] = None
 
@@ -585,8 +636,8 @@ class Zipformer2EncoderLayer(nn.Module):
         x = x + self._masked(self.self_attn2(x, attn), attn_skip)
         x = x + self._masked(self.conv_module2(x, key_padding_mask), self._seq_mask(x, self.conv_skip_rate))
         x = x + self._masked(self.feed_forward3(x), self._seq_mask(x, self.ff3_skip_rate))
-        x = self.norm(x)
-        return self.bypass(x_orig, x)
+        x = self.norm(self.balancer1(x))
+        return self.whiten(self.balancer2(self.bypass(x_orig, x)))
 
 
 class Zipformer2Encoder(nn.Module):
@@ -840,6 +891,8 @@ class Zipformer(nn.Module):
                 m.batch_count = self.batch_count
             if hasattr(m, "regularizers"):
                 m.regularizers = cfg.regularizers
+            if isinstance(m, (Balancer, Whiten)):
+                m.constraints = cfg.activation_constraints
             if isinstance(m, RelPositionMultiheadAttentionWeights):
                 m.attention_scaling = cfg.attention_scaling
             if isinstance(m, FeedforwardModule):

@@ -3,7 +3,8 @@
 With probability ``parallel_prob`` (CapPa default 0.75; 0 = pure autoregressive) a sample is decoded in
 parallel: all its decoder inputs are <mask> and it has no causal mask. The choice is per sample and seeded by
 (seed, step, cut_id), so the self-attention mask is built per sample. Loss: token cross-entropy with label
-smoothing 0.1, averaged over the caption tokens (incl. EOS) of the batch.
+smoothing 0.1, averaged over the caption tokens (incl. EOS) of the batch. The output projection and the float32
+log-softmax run only on those tokens (not on the padded (N, L, vocab) grid): the same loss, less memory.
 """
 from __future__ import annotations
 
@@ -72,22 +73,24 @@ class CaptioningObjective(nn.Module):
         inputs = torch.where(parallel[:, None] & ~token_pad, torch.full_like(inputs, self.tokenizer.mask_id), inputs)
         return inputs, targets, ~parallel, token_pad
 
-    def _logits(self, feats, lens, captions, parallel):
+    def _target_logits(self, feats, lens, captions, parallel):
+        """-> float32 logits (K, vocab) and targets (K,) at the K non-padding target positions (row-major order),
+        plus the (N, L) bool mask of those positions. Padding positions never reach the output projection."""
         frames, out_lens = self.encoder(feats, lens)
         inputs, targets, causal, token_pad = self.decoder_inputs(captions, parallel)
-        logits = self.decoder(inputs, frames, out_lens, causal=causal, token_pad=token_pad)
-        return logits, targets
+        hidden = self.decoder.hidden(inputs, frames, out_lens, causal=causal, token_pad=token_pad)
+        keep = ~token_pad  # token_pad is exactly targets == -100
+        return self.decoder.output_logits(hidden[keep]).float(), targets[keep], keep
 
     def forward(self, batch: dict, step: int = 0) -> ObjectiveOutput:
         feats, lens = audio_inputs(batch, module_device(self))
         captions = pick_captions(batch, self.config.seed, step)
         parallel = self.parallel_choice(list(batch["cut_ids"]), step)
-        logits, targets = self._logits(feats, lens, captions, parallel)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
-                               label_smoothing=self.config.label_smoothing)
+        logits, targets, _ = self._target_logits(feats, lens, captions, parallel)
+        # Mean over the kept tokens == the old mean over the (N, L) grid with ignore_index (both divide by K).
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
         with torch.no_grad():
-            valid = targets != -100
-            acc = ((logits.argmax(-1) == targets) & valid).sum().item() / max(int(valid.sum()), 1)
+            acc = (logits.argmax(-1) == targets).sum().item() / max(targets.numel(), 1)
         logs = {"loss": float(loss.detach()), "token_acc": acc, "parallel_frac": float(parallel.float().mean())}
         return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))
 
@@ -100,14 +103,17 @@ class CaptioningObjective(nn.Module):
         if len(captions) != feats.shape[0]:
             raise ValueError(f"caption_loss: {len(captions)} captions for {feats.shape[0]} clips; give one per clip")
         par = torch.full((feats.shape[0],), bool(parallel), dtype=torch.bool)
-        logits, targets = self._logits(feats, lens, list(captions), par)
-        nll = F.cross_entropy(logits.transpose(1, 2).float(), targets, ignore_index=-100, reduction="none")
-        return nll.sum(1) / (targets != -100).sum(1).clamp(min=1)
+        logits, targets, keep = self._target_logits(feats, lens, list(captions), par)
+        nll = F.cross_entropy(logits, targets, reduction="none")
+        rows = keep.nonzero()[:, 0]  # sample index of each kept token
+        total = torch.zeros(keep.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+        return total / keep.sum(1).clamp(min=1)
 
     @torch.no_grad()
     def generate(self, batch_or_features, lengths: torch.Tensor | None = None, max_len: int | None = None,
-                 beam_size: int = 1, length_penalty: float = 1.0, return_ids: bool = False):
-        """Captions for a batch dict or for (features (N, T, 80), lengths): greedy, or beam search if beam_size > 1."""
+                 beam_size: int = 1, length_penalty: float = 1.0, return_ids: bool = False, use_cache: bool = True):
+        """Captions for a batch dict or for (features (N, T, 80), lengths): greedy, or beam search if beam_size > 1.
+        ``use_cache=False``: the uncached reference decoder (same captions, slower)."""
         dev = module_device(self)
         if isinstance(batch_or_features, dict):
             feats, lens = audio_inputs(batch_or_features, dev)
@@ -118,4 +124,4 @@ class CaptioningObjective(nn.Module):
         with eval_mode(self):
             frames, out_lens = self.encoder(feats, lens)
             return self.decoder.generate(frames, out_lens, max_len=max_len, beam_size=beam_size,
-                                         length_penalty=length_penalty, return_ids=return_ids)
+                                         length_penalty=length_penalty, return_ids=return_ids, use_cache=use_cache)
