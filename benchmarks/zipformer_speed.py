@@ -100,6 +100,25 @@ def run_one(name: str, args) -> dict:
         best = min(times)
         out[f"{label}_s_per_batch"] = best
         out[f"{label}_audio_s_per_s"] = audio_s / best
+    if args.constraints:
+        # The same model with Balancer/Whiten on, at batch 0 where they fire most often (Balancers p=0.5,
+        # Whitens p=0.25): the worst-case training cost of the constraints, side by side with the plain step.
+        model.config.activation_constraints = True
+        model.set_batch_count(0)
+        model.train()
+        torch.manual_seed(0)
+        for _ in range(args.warmup):
+            fwd_bwd()
+        _sync(device)
+        times = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            fwd_bwd()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        out["fwd_bwd_constrained_audio_s_per_s"] = audio_s / min(times)
+        model.config.activation_constraints = False
+        model.set_batch_count(None)
     if device.type == "cuda":
         out["peak_mem_MiB"] = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
@@ -121,6 +140,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
     ap.add_argument("--no-flops", action="store_true")
+    ap.add_argument("--constraints", action="store_true",
+                    help="also time forward+backward with the Balancer/Whiten constraints on")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     ap.add_argument("--json", default=None, help="write the results list here")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -140,7 +161,7 @@ def main() -> None:
         cmd = [sys.executable, os.path.abspath(__file__), "--child", "--models", n, "--batch", str(args.batch),
                "--seconds", str(args.seconds), "--reps", str(args.reps), "--warmup", str(args.warmup),
                "--device", args.device, "--threads", str(args.threads)] + (["--bf16"] if args.bf16 else []) + (
-                   ["--no-flops"] if args.no_flops else [])
+                   ["--no-flops"] if args.no_flops else []) + (["--constraints"] if args.constraints else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
@@ -151,8 +172,9 @@ def main() -> None:
         print(f"{n:>4}  params {r['params']:>11,}  fwd {r['fwd_audio_s_per_s']:9.1f} audio-s/s  "
               f"fwd+bwd {r['fwd_bwd_audio_s_per_s']:9.1f} audio-s/s  peak {mem:8.0f} MiB  "
               f"GFLOP/audio-s fwd {r.get('fwd_GFLOP_per_audio_s', float('nan')):.2f} "
-              f"fwd+bwd {r.get('fwd_bwd_GFLOP_per_audio_s', float('nan')):.2f}  [{r['device']}, {r['dtype']}]",
-              flush=True)
+              f"fwd+bwd {r.get('fwd_bwd_GFLOP_per_audio_s', float('nan')):.2f}  [{r['device']}, {r['dtype']}]"
+              + (f"  fwd+bwd with constraints {r['fwd_bwd_constrained_audio_s_per_s']:.1f} audio-s/s"
+                 if "fwd_bwd_constrained_audio_s_per_s" in r else ""), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
