@@ -372,6 +372,72 @@ def test_ddp_two_processes_follow_one_process_with_accumulation(equal_corpus, tm
     assert res["world_size"] == 2 and res["steps"] == 4 and res["history"][0]["items"] == 6  # 3 clips x 2 ranks
 
 
+@pytest.mark.parametrize("objective", ["tagging", "captioning"])
+def test_accumulated_uneven_micro_batches_equal_one_big_batch(corpus, tmp_path, objective):
+    """Micro-batches of 2 and 3 clips accumulate to the gradient of the 5-clip batch (loss_weighting="global_mean",
+    with caption tokens as the unit for captioning);
+    equal micro-batch weights do not. Dropout and SpecAugment off; padding differs, so the tolerance is the encoder's
+    padding invariance (~1e-5)."""
+    from audiolp.data.loader import CaptionBatchDataset
+    from audiolp.data.schema import load_manifest
+    from audiolp.train.distributed import DistInfo
+    from audiolp.train.trainer import Trainer
+
+    cuts = load_manifest(corpus).to_eager()
+    picked = [cuts[i] for i in (0, 9, 3, 17, 12)]  # three kinds, durations 1.0-1.9 s
+    grads = {}
+    for weighting in ("global_mean", "micro_batches"):
+        cfg = base_cfg(corpus, tmp_path / weighting, objective, loss_weighting=weighting,
+                       model_overrides={"dropout": 0.0, "pos_dropout": 0.0},
+                       loader={"max_duration": 8.0, "spec_augment": False})
+        if objective == "captioning":
+            cfg.objective_config["dropout"] = 0.0
+            cfg.objective_config["parallel_prob"] = 0.0  # the per-clip choice is seeded anyway; keep it simple
+        trainer = Trainer(cfg, DistInfo())
+        trainer.setup()
+        ds = CaptionBatchDataset(cfg.loader, train=False)
+        from lhotse import CutSet
+
+        small, large, whole = (ds[CutSet.from_cuts(c)] for c in (picked[:2], picked[2:], picked))
+        for micro in ([small, large], [whole]):
+            trainer.objective.zero_grad(set_to_none=True)
+            out = trainer.accumulate_gradients(micro)
+            weights = [w for _, _, w in out]
+            if weighting == "micro_batches":
+                assert weights == [1.0] * len(micro)
+            elif objective == "tagging":
+                assert weights == ([2.0, 3.0] if len(micro) == 2 else [5.0])
+            else:  # target tokens: more than one per clip, and the parts add up to the whole
+                assert weights[0] > 2 * len(micro[0]["cut_ids"]) and sum(weights) == grads.get("tokens", sum(weights))
+                grads["tokens"] = sum(weights)
+            grads[weighting, len(micro)] = torch.cat([p.grad.flatten() for p in trainer.objective.parameters()
+                                                      if p.grad is not None])
+    ref = grads["global_mean", 1]
+    assert torch.equal(ref, grads["micro_batches", 1])  # one batch: the weighting cannot matter
+    torch.testing.assert_close(grads["global_mean", 2], ref, atol=2e-5, rtol=1e-3)
+    assert (grads["micro_batches", 2] - ref).norm() > 20 * (grads["global_mean", 2] - ref).norm()
+
+
+def test_uneven_batches_two_ranks_follow_one_rank(corpus, tmp_path):
+    """Clips of 1.0-1.9 s in max-duration batches hold different numbers of clips; the clip weights are summed over
+    ranks, so 2 ranks x 1 micro-batch still follow 1 rank x 2 micro-batches."""
+    from audiolp.train.distributed import spawn_local
+    from audiolp.train.trainer import train
+
+    # One duration bucket, so the global batch stream does not depend on the world size (see the test above).
+    common = dict(max_steps=4, max_epochs=1, checkpoint_every=100,
+                  model_overrides={"dropout": 0.0, "pos_dropout": 0.0},
+                  loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": False, "drop_last": True})
+    one = train(base_cfg(corpus, tmp_path / "one", "tagging", grad_accum=2, **common))
+    spawn_local(train, 2, base_cfg(corpus, tmp_path / "two", "tagging", grad_accum=1, **common),
+                threads_per_proc=1)
+    a, b = _losses(one), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 4
+    items = [h["items"] for h in json.loads((tmp_path / "one" / "results.json").read_text())["history"]]
+    assert items == [4, 4, 5, 5]  # 5 clips in a step: its two micro-batches cannot be equal
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+
+
 def test_scale_subset_bf16_and_init_from(corpus, tmp_path, tagging_run, capsys):
     """scale '4M' maps onto the small corpus as 4M / 10.7M of it; the tagging classes still come from the whole
     manifest; bf16 autocast runs on CPU; init_from starts the encoder from another run's final weights."""

@@ -16,6 +16,7 @@ from audiolp.data.loader import LoaderConfig
 from audiolp.train.optim import OptimConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
+LOSS_WEIGHTINGS = ("global_mean", "micro_batches")
 
 # Fields that may change between a run and its resumption without changing what was already trained
 # (e.g. train longer, checkpoint more often). Any other difference is refused on resume.
@@ -45,6 +46,12 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer steps
     max_epochs: int | None = None  # None = bounded by max_steps only
     grad_accum: int = 1  # micro-batches per optimizer step (per rank)
+    # How micro-batch losses combine into one step. "global_mean": each micro-batch loss is weighted by the number of
+    # units it is a mean over (clips; caption tokens for captioning), summed over micro-batches and ranks, so the
+    # step's gradient is that of the mean over the whole global batch, as one big batch would give, although
+    # max-duration batches hold different numbers of clips. "micro_batches": every micro-batch weighs the same
+    # (the plain average most trainers use).
+    loss_weighting: str = "global_mean"
     max_grad_norm: float = 0.0  # 0 = no clipping here (ScaledAdam clips by itself)
     precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; bf16 = autocast without a grad scaler
     ema_decay: float = 0.0  # 0 = no EMA of weights
@@ -72,6 +79,8 @@ class TrainConfig:
         for name in ("max_steps", "grad_accum", "checkpoint_every", "log_every", "ema_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; it must be >= 1")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"TrainConfig.loss_weighting={self.loss_weighting!r}; use one of {LOSS_WEIGHTINGS}")
         if self.keep_last < 1:
             raise ValueError(f"TrainConfig.keep_last={self.keep_last}; keep at least 1 checkpoint")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -8,7 +8,10 @@ The objective is an nn.Module ``forward(batch, step) -> ObjectiveOutput``; the t
 
 Exactness. One optimizer step consumes ``grad_accum`` micro-batches per rank; the sampler hands rank r every
 world_size-th batch of one global stream, so 2 ranks x 1 micro-batch see the same data per step as 1 rank x 2
-micro-batches, and gradients are the mean over micro-batches in both. A checkpoint records the number of batches
+micro-batches, and the step's gradient is the same in both: by default (``loss_weighting="global_mean"``) each micro-batch
+loss is weighted by its share of the clips of the whole global batch (one small all-reduce of the clip count per step),
+so uneven max-duration batches average like one big batch. An objective whose loss is a mean over something else
+than clips says so with ``loss_weight(batch, step)`` (captioning: its target tokens). A checkpoint records the number of batches
 consumed in the current epoch (not the sampler's own counter, which runs ahead when DataLoader workers prefetch),
 the RNG states of every rank, optimizer, scheduler and EMA; a resumed run continues bit for bit on CPU (tested with
 SpecAugment, dropout, EMA, accumulation, 1 and 2 ranks). With DataLoader workers the batch order stays exact, but
@@ -28,7 +31,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +41,9 @@ from audiolp.train.checkpoint import (CHECKPOINT_DIR, latest_checkpoint, prune_c
                                       remove_stale_temp, save_encoder_config, save_final_encoder, write_checkpoint)
 from audiolp.train.config import RESUMABLE_CHANGES, TrainConfig
 from audiolp.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, cleanup, init_distributed
+
+if TYPE_CHECKING:
+    from audiolp.objectives.base import ObjectiveOutput
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,6 +247,12 @@ def _move(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
+def _num_clips(batch: dict) -> int:
+    if "cut_ids" in batch:
+        return len(batch["cut_ids"])
+    return int(batch["features"].shape[0])
+
+
 def _peak_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device)), "cuda_max_memory_allocated"
@@ -397,8 +409,6 @@ class Trainer:
         cfg, info = self.cfg, self.info
         self._t_start = time.perf_counter()
         self._last_saved = self.step if self.resume_from is not None else -1
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
-                    else contextlib.nullcontext())
         set_batch_count = getattr(self.objective.encoder, "set_batch_count", None)
         bar = None
         if info.is_main and cfg.progress:
@@ -408,8 +418,8 @@ class Trainer:
                        file=sys.stderr)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        win_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        win_micro, win_audio, win_items = 0, 0.0, 0
+        win_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # sum of weight * loss
+        win_micro, win_weight, win_audio, win_items = 0, 0.0, 0.0, 0
         win_logs: dict[str, float] = {}
         t_win = time.perf_counter()
         self.model.train()
@@ -425,15 +435,9 @@ class Trainer:
                 break  # max_epochs reached
             if set_batch_count is not None:
                 set_batch_count(self.step)
-            for i, batch in enumerate(micro):
-                batch = _move(batch, self.device)
-                last = i == len(micro) - 1
-                sync_ctx = self.model.no_sync() if (info.distributed and not last) else contextlib.nullcontext()
-                with sync_ctx:
-                    with autocast:
-                        out = self.model(batch, step=self.step)
-                    (out.loss.float() / len(micro)).backward()
-                win_loss += out.loss.detach().double()
+            for batch, out, weight in self.accumulate_gradients(micro):
+                win_loss += out.loss.detach().double() * weight
+                win_weight += weight
                 win_micro += 1
                 win_audio += float(batch.get("audio_seconds", 0.0))
                 win_items += int(out.num_items)
@@ -455,10 +459,10 @@ class Trainer:
             ckpt_due = self.step % cfg.checkpoint_every == 0 and not done
             # A checkpoint closes the log window too, so that its totals (audio seconds) are whole.
             if self.step % cfg.log_every == 0 or done or ckpt_due:
-                loss_sum, n_micro, audio, items = all_reduce_sum(
-                    [float(win_loss.item()), win_micro, win_audio, win_items], info)
+                loss_sum, weight_sum, audio, items = all_reduce_sum(
+                    [float(win_loss.item()), win_weight, win_audio, win_items], info)
                 dt = time.perf_counter() - t_win
-                loss = loss_sum / max(n_micro, 1)
+                loss = loss_sum / max(weight_sum, 1e-12)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss} at step {self.step} ({cfg.objective}, precision {self.precision}); lower "
@@ -475,7 +479,7 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.4f}", audio_s_per_s=f"{rec['audio_s_per_s']:.0f}")
                 win_loss.zero_()
-                win_micro, win_audio, win_items = 0, 0.0, 0
+                win_micro, win_weight, win_audio, win_items = 0, 0.0, 0.0, 0
                 win_logs = {}
                 t_win = time.perf_counter()
             if ckpt_due:
@@ -492,6 +496,37 @@ class Trainer:
             self._write_results(completed)
         barrier(info)
         return self.run_dir
+
+    def accumulate_gradients(self, micro: list[dict]) -> list[tuple[dict, "ObjectiveOutput", float]]:
+        """Forward + backward of one optimizer step's micro-batches on this rank; gradients add up in ``.grad``
+        (DDP all-reduces on the last micro-batch). Returns (batch, objective output, loss weight) per micro-batch."""
+        info = self.info
+        weights, step_total = self._micro_weights(micro)
+        done = []
+        for i, batch in enumerate(micro):
+            batch = _move(batch, self.device)
+            last = i == len(micro) - 1
+            sync_ctx = self.model.no_sync() if (info.distributed and not last) else contextlib.nullcontext()
+            autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
+                        else contextlib.nullcontext())
+            with sync_ctx:
+                with autocast:
+                    out = self.model(batch, step=self.step)
+                # DDP averages gradients over ranks: the world_size factor turns that average into the sum.
+                (out.loss.float() * (weights[i] * info.world_size / step_total)).backward()
+            done.append((batch, out, weights[i]))
+        return done
+
+    def _micro_weights(self, micro: list[dict]) -> tuple[list[float], float]:
+        """Each micro-batch's loss weight and the step's total weight over all ranks (see ``loss_weighting``)."""
+        if self.cfg.loss_weighting == "micro_batches":
+            weights = [1.0] * len(micro)
+        else:
+            # Objectives whose loss is a mean over other units than clips (captioning: tokens) say how many.
+            count = getattr(self.objective, "loss_weight", None)
+            weights = [float(count(b, self.step) if count is not None else _num_clips(b)) for b in micro]
+        (total,) = all_reduce_sum([sum(weights)], self.info)
+        return weights, total
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def _tb_log(self, rec: dict) -> None:
