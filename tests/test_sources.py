@@ -235,3 +235,48 @@ def test_packed_cut_round_trips_exactly(loads):
     custom = rec.cut().supervisions[0].custom
     assert custom["caption"][-1] == "an extra caption" and custom["merged_from"] == ["other/id"]
     assert list(custom)[0] == "caption" and list(custom)[-1] == "merged_from"
+
+
+def test_jamendo_tracks_unpacked_from_hf_parquet_shards(tmp_path):
+    """The HF repo's data/train-*.parquet hold the tracks as an Audio column ({bytes, path}); they are written out
+    once, read from there, and a rerun keeps what is already on disk."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    root = F.make_jamendomaxcaps(tmp_path / "jamendo")
+    for f in (root / "audio").rglob("*"):
+        if f.is_file():
+            f.unlink()  # the tracks exist only inside the parquet shards now
+
+    def encoded(fmt: str, seconds: float) -> bytes:
+        buf = io.BytesIO()
+        sf.write(buf, 0.1 * np.sin(np.arange(int(16000 * seconds)) / 5.0).astype("float32"), 16000, format=fmt)
+        return buf.getvalue()
+
+    (root / "data").mkdir()
+    audio = pa.array([{"bytes": encoded("MP3", 1.0), "path": "1001.mp3"},
+                      {"bytes": None, "path": "1003.mp3"},  # a row without bytes: reported, not fatal
+                      {"bytes": encoded("WAV", 1.0), "path": None}],  # no path: named by id + sniffed suffix
+                     type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    shard = root / "data" / "train-00000-of-00001.parquet"
+    pq.write_table(pa.table({"audio": audio, "id": ["1001", "1003", "1004"]}), shard)
+
+    out_dir = tmp_path / "unpacked"
+    ld = load_source("jamendomaxcaps", root, unpack_audio_to=out_dir)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["1001.mp3", "1004.wav"]
+    assert {c.id for c in ld.cuts} == {"jamendomaxcaps/1001", "jamendomaxcaps/1004_0", "jamendomaxcaps/1004_0.5"}
+    assert ld.missing_audio == 1  # 1003: its parquet row had no bytes
+    assert any(re.search(r"train-00000-of-00001\.parquet:2: no audio bytes", m) for m in ld.malformed)
+    # A rerun leaves the unpacked files alone.
+    stamp = (out_dir / "1001.mp3").stat().st_mtime_ns
+    from audiolp.data.sources.common import unpack_parquet_audio
+
+    again = unpack_parquet_audio([shard], out_dir)
+    assert (again.written, again.existing, len(again.problems)) == (0, 2, 1)
+    assert (out_dir / "1001.mp3").stat().st_mtime_ns == stamp
+    with pytest.raises(FileNotFoundError, match="no .parquet shards"):
+        load_source("jamendomaxcaps", F.make_jamendomaxcaps(tmp_path / "plain"), unpack_audio_to=out_dir)

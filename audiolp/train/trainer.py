@@ -8,12 +8,12 @@ The objective is an nn.Module ``forward(batch, step) -> ObjectiveOutput``; the t
 
 Exactness. One optimizer step consumes ``grad_accum`` micro-batches per rank; the sampler hands rank r every
 world_size-th batch of one global stream, so 2 ranks x 1 micro-batch see the same data per step as 1 rank x 2
-micro-batches, and the step's gradient is the same in both: by default (``loss_weighting="global_mean"``) each micro-batch
-loss is weighted by its share of the clips of the whole global batch (one small all-reduce of the clip count per step),
-so uneven max-duration batches average like one big batch. An objective whose loss is a mean over something else
-than clips says so with ``loss_weight(batch, step)`` (captioning: its target tokens). A checkpoint records the number of batches
-consumed in the current epoch (not the sampler's own counter, which runs ahead when DataLoader workers prefetch),
-the RNG states of every rank, optimizer, scheduler and EMA; a resumed run continues bit for bit on CPU (tested with
+micro-batches, and the step's gradient is the same in both. By default (``loss_weighting="global_mean"``) each
+micro-batch loss is weighted by its share of the clips of the whole global batch (one small all-reduce of the clip
+count per step), so uneven max-duration batches average like one big batch; an objective whose loss is a mean over
+other units says how many with ``loss_weight(batch, step)`` (captioning: its target tokens).
+A checkpoint records the number of batches consumed in the current epoch (not the sampler's own counter, which runs
+ahead when DataLoader workers prefetch), the RNG states of every rank, optimizer, scheduler and EMA; a resumed run continues bit for bit on CPU (tested with
 SpecAugment, dropout, EMA, accumulation, 1 and 2 ranks). With DataLoader workers the batch order stays exact, but
 random draws made inside workers (SpecAugment) may differ for the rest of the interrupted epoch, because the
 workers restart with fresh RNG streams.

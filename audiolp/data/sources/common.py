@@ -187,6 +187,78 @@ class AudioFinder:
         return len({str(p) for p in self._index.values()})
 
 
+@dataclass
+class UnpackReport:
+    """What :func:`unpack_parquet_audio` did."""
+
+    written: int = 0
+    existing: int = 0  # already on disk from an earlier run: left untouched
+    problems: list[str] = field(default_factory=list)  # 'file.parquet:row: reason'
+
+
+def _sniff_audio_suffix(data: bytes) -> str | None:
+    if data[:4] == b"RIFF":
+        return ".wav"
+    if data[:4] == b"fLaC":
+        return ".flac"
+    if data[:4] == b"OggS":
+        return ".ogg"
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and (data[1] & 0xE0) == 0xE0):
+        return ".mp3"
+    return None
+
+
+def unpack_parquet_audio(parquet_files: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                         column: str = "audio", id_columns: Sequence[str] = ("id", "track_id"),
+                         batch_rows: int = 64) -> UnpackReport:
+    """Write the audio embedded in Hugging Face parquet shards (an ``Audio`` column: struct {bytes, path}) to files.
+
+    Files are named by the struct's ``path`` (its base name), or by an id column plus a suffix sniffed from the bytes.
+    Shards are streamed a few rows at a time (they hold hundreds of MB each). Files already in ``out_dir`` are kept
+    (a rerun resumes), and each file is written to a temporary name first, so an interrupted run never leaves a
+    truncated file behind. Rows without bytes or without a usable name are reported, not fatal.
+    """
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = UnpackReport()
+    for shard in parquet_files:
+        shard = Path(shard)
+        pf = pq.ParquetFile(shard)
+        names = pf.schema_arrow.names
+        if column not in names:
+            raise ValueError(f"{shard}: no audio column {column!r} (columns: {names}); pass the right column name")
+        ids = [c for c in id_columns if c in names][:1]
+        row = 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=[column] + ids):
+            cells = batch.column(column).to_pylist()
+            id_values = batch.column(ids[0]).to_pylist() if ids else [None] * len(cells)
+            for cell, ident in zip(cells, id_values):
+                row += 1
+                where = f"{shard}:{row}"
+                data = cell.get("bytes") if isinstance(cell, dict) else cell if isinstance(cell, bytes) else None
+                if not data:
+                    report.problems.append(f"{where}: no audio bytes in column {column!r}")
+                    continue
+                name = Path(str(cell.get("path") or "")).name if isinstance(cell, dict) else ""
+                if not name and ident not in (None, ""):
+                    suffix = _sniff_audio_suffix(data)
+                    name = f"{ident}{suffix}" if suffix else ""
+                if not name or os.path.splitext(name)[1].lower() not in AUDIO_EXTENSIONS:
+                    report.problems.append(f"{where}: cannot name the audio file (path {name!r}, id {ident!r})")
+                    continue
+                target = out / name
+                if target.exists() and target.stat().st_size > 0:
+                    report.existing += 1
+                    continue
+                tmp = target.with_name(f".{name}.partial")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+                report.written += 1
+    return report
+
+
 def resolve_audio(path: Path) -> Path | None:
     """``path`` itself, or the same stem with another audio extension (corpora get re-encoded)."""
     if path.is_file():

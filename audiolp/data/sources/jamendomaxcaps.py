@@ -2,8 +2,9 @@
 root, one JSON object per line ``{"id": <Jamendo track id>, "caption": ..., "start_time": s, "end_time": s}``
 (Qwen2-Audio captions of 30 s segments; a track may have several), track metadata in the date-named files
 (``2008-03-21.jsonl``: ``{"id", "duration", "musicinfo": {"tags": {"genres", "instruments", "vartags"}}}``),
-and the tracks themselves (``<id>.mp3``; the repo ships them inside ``data/*.parquet``: unpack them to files
-first, any sub-folder layout works since files are found by stem).
+and the tracks themselves (``<id>.mp3``, in any sub-folder layout since files are found by stem). The HF repo
+ships the tracks inside ``data/train-*.parquet`` (an ``audio`` column of {bytes, path}); with
+``unpack_audio_to=DIR`` they are written out to DIR once (resumable; existing files are kept) and read from there.
 
 Each caption row becomes one cut: the ``[start_time, end_time)`` segment of the track (the whole track when
 the row has no times). The metadata tags (genres, instruments, vartags) become the cut's labels when the
@@ -19,6 +20,7 @@ from typing import Sequence
 from audiolp.data.sources.common import (
     AudioFinder,
     SourceLoad,
+    unpack_parquet_audio,
     add_clip,
     fmt_time,
     no_expected_files,
@@ -67,9 +69,13 @@ def load(
     id_key: str | None = None,
     caption_key: str | None = None,
     with_metadata: bool = True,
+    unpack_audio_to: str | Path | None = None,
 ) -> SourceLoad:
     """Read JamendoMaxCaps: captions from ``caption_file`` (default root/final_caption30sec.jsonl or
-    root/data/...), audio under ``audio_dir`` (default root/audio when it exists, else root)."""
+    root/data/...), audio under ``audio_dir`` (default root/audio when it exists, else root).
+
+    ``unpack_audio_to``: first write the tracks embedded in ``root/data/*.parquet`` to this folder, then look for
+    audio there too. Rows whose audio cannot be unpacked are listed with the clip problems (file:row)."""
     expected = [CAPTION_FILE]
     root = require_root(root, NAME, expected)
     if caption_file is not None:
@@ -82,8 +88,17 @@ def load(
             raise no_expected_files(root, NAME, expected)
     tags = read_metadata_tags(sorted(p for p in root.iterdir() if METADATA_RE.match(p.name))) if with_metadata else {}
     audio_dir = Path(audio_dir) if audio_dir else (root / "audio" if (root / "audio").is_dir() else root)
-    finder = AudioFinder([audio_dir])
     out = SourceLoad(name=NAME)
+    dirs = [audio_dir]
+    if unpack_audio_to is not None:
+        shards = sorted((root / "data").glob("*.parquet"))
+        if not shards:
+            raise FileNotFoundError(f"{NAME}: unpack_audio_to is set but {root / 'data'} has no .parquet shards; "
+                                    "drop the option when the tracks are already files")
+        report = unpack_parquet_audio(progress(shards, desc="unpack parquet audio"), unpack_audio_to)
+        out.malformed.extend(report.problems)
+        dirs.append(Path(unpack_audio_to))
+    finder = AudioFinder(dirs)
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(progress(f, desc=path.name), start=1):
             if not line.strip():
