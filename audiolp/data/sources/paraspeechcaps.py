@@ -7,6 +7,11 @@ Columns used: ``source`` (original corpus), ``relative_audio_path`` (older revis
 (-> labels), ``transcription``, ``speakerid``, ``gender``, ``accent``, ``pitch``, ``speaking_rate``
 (-> custom fields). The audio file is ``audio_roots[source] / relative_audio_path`` when a root is given for
 that corpus, else ``audio_root / relative_audio_path`` or ``audio_root / source / relative_audio_path``.
+This is the mapping the dataset's own instructions give (one root per source corpus: ``${voxceleb_root}`` holding
+``voxceleb1/`` and ``voxceleb2/``, ``${expresso_root}``, ``${ears_root}``, ``${emilia_root}`` holding ``EN/``; the
+real path is the root joined with ``relative_audio_path``), e.g.
+``--option paraspeechcaps.audio_roots='{"voxceleb": "/data/vox", "emilia": "/data/emilia"}'``. A path whose file was
+re-encoded (VoxCeleb2 ``.m4a`` converted to ``.wav``) is found under its other extension.
 
 Only the training splits are read by default; dev/holdout are ParaSpeechCaps' own evaluation splits.
 Parquet/JSONL rows have no text lines: malformed rows are reported as ``file:<row number>`` (1-based).
