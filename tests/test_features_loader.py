@@ -92,6 +92,35 @@ def test_spec_augment_only_in_training(cuts):
     assert ((train_var < 1e-8) & (eval_var > 1e-3)).any()
 
 
+def test_spec_augment_is_seeded_by_batch_and_leaves_global_rng_alone(cuts):
+    """The same batch gets the same masks in any process and after any history (exact resume with workers, DDP);
+    another epoch or seed gets other masks; the caller's RNG streams are untouched."""
+    import random
+
+    cfg = LoaderConfig(max_duration=30.0, shuffle=False)
+    first = lambda loader: next(iter(loader))  # noqa: E731
+    torch.manual_seed(0)
+    a = first(make_dataloader(cuts, cfg, train=True))
+    loader = make_dataloader(cuts, cfg, train=True)
+    batch_cuts = CutSet.from_cuts(cuts[c] for c in a["cut_ids"])
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(5)
+    state = (torch.random.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    b = loader.dataset[batch_cuts]  # what the DataLoader calls, here after another RNG history
+    assert torch.equal(a["features"], b["features"])
+    assert torch.equal(torch.random.get_rng_state(), state[0]) and random.getstate() == state[1]
+    assert np.array_equal(np.random.get_state()[1], state[2])
+    worker = first(torch.utils.data.DataLoader(make_dataloader(cuts, cfg, train=True).dataset,
+                                               sampler=make_dataloader(cuts, cfg, train=True).sampler,
+                                               batch_size=None, num_workers=1))
+    assert torch.equal(worker["features"], a["features"])
+    other_epoch = make_dataloader(cuts, cfg, train=True)
+    other_epoch.dataset.epoch = 1
+    assert not torch.equal(first(other_epoch)["features"], a["features"])
+    assert not torch.equal(first(make_dataloader(cuts, cfg, seed=1, train=True))["features"], a["features"])
+
+
 def test_precomputed_features_match_on_the_fly(cuts, tmp_path):
     few = cuts.subset(first=6)
     stored = precompute_features(few, tmp_path, num_workers=0)

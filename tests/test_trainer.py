@@ -289,6 +289,8 @@ def test_stop_and_resume_gives_identical_weights(corpus, tmp_path, tagging_run):
     train(cfg, stop_after=2)  # a pre-emption after step 2: mid-epoch (4 of the 6 batches of epoch 0)
     assert (ck / "latest").read_text().strip() == "step-00000002" and position(2) == (0, 4)
     assert not json.loads((tmp_path / "run" / "results.json").read_text())["completed"]
+    # Resumed with a DataLoader worker (SpecAugment is seeded per batch, so the worker count may change).
+    cfg.loader.num_workers = 1
     train(cfg, stop_after=3)  # resumed, and stopped again exactly at the end of epoch 0
     assert position(3) == (0, 6)
     train(cfg)  # resumes from step 3 and crosses into epochs 1 and 2
@@ -345,7 +347,7 @@ def test_ddp_two_processes_follow_one_process_with_accumulation(equal_corpus, tm
     """2 ranks x 1 micro-batch vs 1 rank x 2 micro-batches: the same global batches (the sampler gives rank r every
     2nd batch of one stream) and the same mean gradient. For the stream to be the same: clips of one duration (with
     several filled duration buckets, lhotse's sync_buckets makes each pair of ranks draw from one bucket, so the order
-    depends on the world size), randomness off (dropout / SpecAugment draw from per-rank RNG streams), and the first
+    depends on the world size), dropout off (it draws from per-rank RNG streams; SpecAugment is seeded per batch, tested below), and the first
     epoch only, with drop_last (DDP drops an odd last batch, accumulation would carry it into the next step)."""
     from audiolp.train.distributed import spawn_local
     from audiolp.train.trainer import train
@@ -420,14 +422,15 @@ def test_accumulated_uneven_micro_batches_equal_one_big_batch(corpus, tmp_path, 
 
 def test_uneven_batches_two_ranks_follow_one_rank(corpus, tmp_path):
     """Clips of 1.0-1.9 s in max-duration batches hold different numbers of clips; the clip weights are summed over
-    ranks, so 2 ranks x 1 micro-batch still follow 1 rank x 2 micro-batches."""
+    ranks, so 2 ranks x 1 micro-batch still follow 1 rank x 2 micro-batches, SpecAugment included."""
     from audiolp.train.distributed import spawn_local
     from audiolp.train.trainer import train
 
     # One duration bucket, so the global batch stream does not depend on the world size (see the test above).
+    # SpecAugment on: it is seeded per batch, so both ranks mask as the single process does.
     common = dict(max_steps=4, max_epochs=1, checkpoint_every=100,
                   model_overrides={"dropout": 0.0, "pos_dropout": 0.0},
-                  loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": False, "drop_last": True})
+                  loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": True, "drop_last": True})
     one = train(base_cfg(corpus, tmp_path / "one", "tagging", grad_accum=2, **common))
     spawn_local(train, 2, base_cfg(corpus, tmp_path / "two", "tagging", grad_accum=1, **common),
                 threads_per_proc=1)

@@ -7,11 +7,20 @@ A batch is a dict:
   labels        list[list[str]]
   sources, domains, cut_ids: list[str]
   audio_seconds float                    total audio in the batch (throughput accounting)
+
+SpecAugment draws come from a generator seeded by (seed, epoch, the batch's cut ids), not from the process-wide
+RNG: the same batch gets the same masks whichever process builds it (main process or a DataLoader worker, rank 0 or
+rank 1) and however many batches came before, so a resumed run with workers, and DDP splits, augment exactly like an
+uninterrupted single-process run.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
@@ -53,8 +62,10 @@ class LoaderConfig:
 class CaptionBatchDataset(Dataset):
     """Maps a CutSet chosen by the sampler to a padded batch dict (see module docstring)."""
 
-    def __init__(self, cfg: LoaderConfig, train: bool):
+    def __init__(self, cfg: LoaderConfig, train: bool, seed: int = 0):
         self.cfg = cfg
+        self.seed = seed
+        self.epoch = 0  # set before each epoch's iteration (workers are re-created per epoch and copy it)
         self.spec_augment = build_spec_augment(cfg.spec_augment_config) if (train and cfg.spec_augment) else None
         self._on_the_fly = OnTheFlyFeatures(make_fbank(cfg.feature_config))
         self._precomputed = PrecomputedFeatures()
@@ -82,7 +93,8 @@ class CaptionBatchDataset(Dataset):
         frame_idx = torch.arange(feats.shape[1]).unsqueeze(0)
         feats = feats.masked_fill((frame_idx >= lens.unsqueeze(1)).unsqueeze(-1), 0.0)
         if self.spec_augment is not None:
-            feats = self.spec_augment(feats)
+            with _seeded_rng(batch_seed(self.seed, self.epoch, [c.id for c in cuts])):
+                feats = self.spec_augment(feats)
         return {
             "features": feats,
             "feature_lens": lens,
@@ -93,6 +105,28 @@ class CaptionBatchDataset(Dataset):
             "cut_ids": [c.id for c in cuts],
             "audio_seconds": float(sum(c.duration for c in cuts)),
         }
+
+
+def batch_seed(seed: int, epoch: int, cut_ids: list[str]) -> int:
+    """A 63-bit seed that depends only on the run seed, the epoch and which clips form the batch."""
+    h = hashlib.blake2b(f"{seed}|{epoch}|".encode() + "\x00".join(sorted(cut_ids)).encode(), digest_size=8)
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int):
+    """Seed Python, NumPy and torch (CPU) for the block (lhotse's SpecAugment draws from all three), then put the
+    caller's RNG states back, so the training stream (dropout, ...) is not disturbed by data augmentation."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2 ** 32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def mix_sources(cuts: CutSet, weights: dict[str, float], seed: int = 0) -> CutSet:
@@ -143,8 +177,10 @@ def make_dataloader(cuts: CutSet, cfg: LoaderConfig | None = None, seed: int = 0
         raise ValueError("the cut manifest is empty: nothing to load")
     sampler = make_sampler(cuts, cfg, seed=seed, rank=rank, world_size=world_size, train=train)
     sampler.set_epoch(epoch)
+    dataset = CaptionBatchDataset(cfg, train=train, seed=seed)
+    dataset.epoch = epoch
     return DataLoader(
-        CaptionBatchDataset(cfg, train=train),
+        dataset,
         sampler=sampler,
         batch_size=None,
         num_workers=cfg.num_workers,

@@ -21,7 +21,9 @@ LOSS_WEIGHTINGS = ("global_mean", "micro_batches")
 # Fields that may change between a run and its resumption without changing what was already trained
 # (e.g. train longer, checkpoint more often). Any other difference is refused on resume.
 RESUMABLE_CHANGES = frozenset({"max_steps", "max_epochs", "checkpoint_every", "keep_last", "log_every", "device",
-                               "run_dir", "progress"})
+                               "run_dir", "progress",
+                               # batches and augmentation do not depend on the worker count (see data.loader)
+                               "loader.num_workers"})
 
 
 @dataclass
@@ -124,9 +126,19 @@ class TrainConfig:
         return path
 
     def diff(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
-        """Top-level fields whose values differ: {name: (self's, other's)}."""
-        a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+        """Fields whose values differ, nested ones dotted ("loader.num_workers"): {name: (self's, other's)}."""
+        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _build(cls, d: Any, source: str):

@@ -14,9 +14,8 @@ count per step), so uneven max-duration batches average like one big batch; an o
 other units says how many with ``loss_weight(batch, step)`` (captioning: its target tokens).
 A checkpoint records the number of batches consumed in the current epoch (not the sampler's own counter, which runs
 ahead when DataLoader workers prefetch), the RNG states of every rank, optimizer, scheduler and EMA; a resumed run continues bit for bit on CPU (tested with
-SpecAugment, dropout, EMA, accumulation, 1 and 2 ranks). With DataLoader workers the batch order stays exact, but
-random draws made inside workers (SpecAugment) may differ for the rest of the interrupted epoch, because the
-workers restart with fresh RNG streams.
+SpecAugment, dropout, EMA, accumulation, 1 and 2 ranks), with or without DataLoader workers: SpecAugment is seeded
+per batch (see ``audiolp.data.loader``), so no RNG stream lives in the workers.
 """
 from __future__ import annotations
 
@@ -217,6 +216,8 @@ class BatchStream:
         if self._it is None and not self.exhausted:
             if not self._restored:
                 self.loader.sampler.set_epoch(self.epoch)
+            if hasattr(self.loader.dataset, "epoch"):
+                self.loader.dataset.epoch = self.epoch  # seeds SpecAugment (copied into the epoch's workers)
             self._restored = False
             self._it = iter(self.loader)
 
