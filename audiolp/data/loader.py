@@ -169,9 +169,10 @@ def make_sampler(cuts: CutSet, cfg: LoaderConfig, seed: int = 0, rank: int = 0, 
 
 
 def make_dataloader(cuts: CutSet, cfg: LoaderConfig | None = None, seed: int = 0, rank: int = 0,
-                    world_size: int = 1, epoch: int = 0, train: bool = True) -> DataLoader:
+                    world_size: int = 1, epoch: int = 0, train: bool = True, pin_memory: bool = False) -> DataLoader:
     """DataLoader over a duration-bucketed sampler; ``loader.sampler`` has lhotse's state_dict/load_state_dict
-    for exact mid-epoch resume and ``set_epoch``."""
+    for exact mid-epoch resume and ``set_epoch``. ``pin_memory`` (for a CUDA consumer) lets batches copy to the
+    GPU asynchronously."""
     cfg = cfg or LoaderConfig()
     if not cuts.is_lazy and len(cuts) == 0:
         raise ValueError("the cut manifest is empty: nothing to load")
@@ -185,4 +186,5 @@ def make_dataloader(cuts: CutSet, cfg: LoaderConfig | None = None, seed: int = 0
         batch_size=None,
         num_workers=cfg.num_workers,
         persistent_workers=False,
+        pin_memory=pin_memory,
     )

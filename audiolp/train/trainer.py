@@ -348,7 +348,7 @@ class Trainer:
         if self.resume_from is not None:
             rng_state = self._load(self.resume_from)
         self.loader = make_dataloader(cuts, cfg.loader, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                                      epoch=self.epoch, train=True)
+                                      epoch=self.epoch, train=True, pin_memory=self.device.type == "cuda")
         if self.resume_from is not None:
             restore_sampler(self.loader.sampler, self._sampler_state)
         self.stream = BatchStream(self.loader, self.epoch, self.consumed, cfg.max_epochs,
@@ -419,6 +419,9 @@ class Trainer:
                        file=sys.stderr)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            # float32 work left outside bf16 autocast (losses, norms, the optimizer) may use TF32 tensor cores.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         win_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # sum of weight * loss
         win_micro, win_weight, win_audio, win_items = 0, 0.0, 0.0, 0
         win_logs: dict[str, float] = {}
