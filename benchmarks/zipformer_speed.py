@@ -86,8 +86,7 @@ def run_one(name: str, args) -> dict:
     out = {"model": name, "params": count_parameters(model), "device": str(device),
            "dtype": "bf16-autocast" if use_bf16 else "fp32", "batch": args.batch, "seconds": args.seconds,
            "frames": frames, "torch_threads": torch.get_num_threads()}
-    for label, fn, mode in (("fwd", fwd, "eval"), ("fwd_bwd", fwd_bwd, "train")):
-        getattr(model, mode)()
+    def best_time(fn) -> float:
         for _ in range(args.warmup):
             fn()
         _sync(device)
@@ -97,7 +96,11 @@ def run_one(name: str, args) -> dict:
             fn()
             _sync(device)
             times.append(time.perf_counter() - t0)
-        best = min(times)
+        return min(times)
+
+    for label, fn, mode in (("fwd", fwd, "eval"), ("fwd_bwd", fwd_bwd, "train")):
+        getattr(model, mode)()
+        best = best_time(fn)
         out[f"{label}_s_per_batch"] = best
         out[f"{label}_audio_s_per_s"] = audio_s / best
     if args.constraints:
@@ -107,16 +110,7 @@ def run_one(name: str, args) -> dict:
         model.set_batch_count(0)
         model.train()
         torch.manual_seed(0)
-        for _ in range(args.warmup):
-            fwd_bwd()
-        _sync(device)
-        times = []
-        for _ in range(args.reps):
-            t0 = time.perf_counter()
-            fwd_bwd()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        out["fwd_bwd_constrained_audio_s_per_s"] = audio_s / min(times)
+        out["fwd_bwd_constrained_audio_s_per_s"] = audio_s / best_time(fwd_bwd)
         model.config.activation_constraints = False
         model.set_batch_count(None)
     if device.type == "cuda":

@@ -36,18 +36,24 @@ def _host_rand() -> float:
     return float(torch.rand(()))
 
 
-class _BalancerFunction(torch.autograd.Function):
+class _GradientOnly(torch.autograd.Function):
+    """Identity forward that keeps ``x`` and the settings (``ctx.args``) for a backward that adds a push."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, channel_dim: int, limits: tuple, grad_scale: float) -> Tensor:
+    def forward(ctx, x: Tensor, *args) -> Tensor:
         ctx.save_for_backward(x)
-        ctx.channel_dim, ctx.limits, ctx.grad_scale = channel_dim, limits, grad_scale
+        ctx.args = args
         return x.view_as(x)
+
+
+class _BalancerFunction(_GradientOnly):
+    # args: channel_dim, (min_positive, max_positive, min_abs, max_abs), grad_scale
 
     @staticmethod
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
-        min_pos, max_pos, min_abs, max_abs = ctx.limits
-        dims = [d for d in range(x.dim()) if d != ctx.channel_dim % x.dim()]
+        channel_dim, (min_pos, max_pos, min_abs, max_abs), grad_scale = ctx.args
+        dims = [d for d in range(x.dim()) if d != channel_dim % x.dim()]
         xf = x.detach().float()
         positive = (xf > 0).float().mean(dim=dims, keepdim=True)
         rms = xf.pow(2).mean(dim=dims, keepdim=True).sqrt().clamp(min=1e-20)
@@ -64,7 +70,7 @@ class _BalancerFunction(torch.autograd.Function):
         gf = g.float()
         # The push is a fixed small fraction (grad_scale) of the task gradient's magnitude at each element, so it
         # never dominates the task and vanishes where the task gradient does; healthy channels get exactly zero.
-        extra = ctx.grad_scale * gf.abs() * (sign_push + size_push)
+        extra = grad_scale * gf.abs() * (sign_push + size_push)
         return (gf + extra).to(g.dtype), None, None, None
 
 
@@ -115,24 +121,21 @@ def whitening_metric(x: Tensor, num_groups: int = 1) -> Tensor:
     return (c * cov.pow(2).sum(dim=(1, 2)) / trace.pow(2).clamp(min=1e-20)).mean()
 
 
-class _WhitenFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, num_groups: int, limit: float, grad_scale: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.num_groups, ctx.limit, ctx.grad_scale = num_groups, limit, grad_scale
-        return x.view_as(x)
+class _WhitenFunction(_GradientOnly):
+    # args: num_groups, whitening_limit, grad_scale
 
     @staticmethod
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
+        num_groups, limit, grad_scale = ctx.args
         with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             xf = x.detach().float().reshape(-1, x.shape[-1]).requires_grad_(True)
-            metric = whitening_metric(xf, ctx.num_groups)
-            if float(metric.detach()) <= ctx.limit:
+            metric = whitening_metric(xf, num_groups)
+            if float(metric.detach()) <= limit:
                 return g, None, None, None
             (pg,) = torch.autograd.grad(metric, xf)
         gf = g.float()
-        extra = pg.reshape(g.shape) * (ctx.grad_scale * gf.norm() / pg.norm().clamp(min=1e-20))
+        extra = pg.reshape(g.shape) * (grad_scale * gf.norm() / pg.norm().clamp(min=1e-20))
         return (gf + extra).to(g.dtype), None, None, None
 
 
