@@ -79,13 +79,7 @@ def data():
             "held_out": [make_batch(9 + i, held_out=True) for i in range(3)]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tests share 2 cores with other processes; one intra-op thread avoids oversubscription stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_encoder(seed=0):

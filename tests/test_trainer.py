@@ -80,13 +80,7 @@ def base_cfg(manifest: Path, run_dir: Path, objective: str, **kw):
     return TrainConfig.from_dict(d)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and 2 cores shared with other work thrash with two)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,13 @@ class CaptioningObjective(nn.Module):
         logs = {"loss": float(loss.detach()), "token_acc": acc, "parallel_frac": float(parallel.float().mean())}
         return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))
 
+    def loss_weight(self, batch: dict, step: int = 0) -> int:
+        """How many target tokens ``forward(batch, step)`` averages its loss over (the trainer weights micro-batches
+        and ranks by it, so a step is the mean over every token of the global batch)."""
+        captions = pick_captions(batch, self.config.seed, step)
+        _, targets = self.tokenizer.encode(captions, self.config.max_caption_tokens)
+        return int((targets != -100).sum())
+
     def caption_loss(self, batch: dict, captions: list[str], parallel: bool = False) -> torch.Tensor:
         """Per-sample mean token NLL (no label smoothing) of ``captions[i]`` given clip i: (N,).
 
