@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from audiolp.models.constraints import Balancer, Whiten, whitening_metric
+from audiolp.models.constraints import AbsValuePenalty, Balancer, Whiten, whitening_metric
 from audiolp.models.zipformer import Zipformer, ZipformerConfig, count_parameters
 
 
@@ -86,6 +86,19 @@ def test_whiten_pushes_correlated_channels_apart_and_ignores_white_ones():
         final[enabled] = float(whitening_metric(x.detach()))
     # Measured: 2.72 from the noise alone, 1.24 with the push (under the limit of 2).
     assert final[True] < 2.0 < final[False]
+
+
+def test_abs_value_penalty_pulls_only_values_beyond_the_limit():
+    pen = _on(AbsValuePenalty(limit=25.0, penalty=1e-4, prob=1.0))
+    x = torch.tensor([-40.0, -25.0, -3.0, 0.0, 10.0, 25.5, 80.0], requires_grad=True)
+    y = pen(x)
+    assert torch.equal(y, x)
+    y.backward(torch.zeros(7))
+    assert torch.equal(x.grad, torch.tensor([-1e-4, 0.0, 0.0, 0.0, 0.0, 1e-4, 1e-4]))
+    pen.constraints = False  # switched off: no extra gradient
+    x.grad = None
+    pen(x).backward(torch.zeros(7))
+    assert torch.equal(x.grad, torch.zeros(7))
 
 
 def _tiny(**kw):

@@ -10,6 +10,8 @@ that it never dominates the task gradient:
 - ``Whiten`` keeps the channel covariance from collapsing onto a few directions: when the whitening metric
   ``c * tr(C^2) / tr(C)^2`` (1 for a white covariance, c for rank one) exceeds ``whitening_limit``, the gradient of the
   excess is added.
+- ``AbsValuePenalty`` adds the gradient of ``penalty * sum(relu(|x| - limit))``: it keeps attention scores from
+  growing so large that the softmax saturates.
 
 Each is applied to a random subset of batches (``prob``, a function of the batch counter) to keep its cost low.
 Statistics are taken over every row of the tensor, padded frames included (as in icefall); with per-clip padding of a
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 Value = Union[float, Callable[[Optional[float]], float]]  # a constant or a Schedule of the batch count
 
-__all__ = ["Balancer", "Whiten", "whitening_metric"]
+__all__ = ["Balancer", "Whiten", "AbsValuePenalty", "whitening_metric"]
 
 
 def _value(v: Value, batch_count: Optional[float]) -> float:
@@ -159,3 +161,33 @@ class Whiten(nn.Module):
             return x
         return _WhitenFunction.apply(x, self.num_groups, _value(self.whitening_limit, bc),
                                      _value(self.grad_scale, bc))
+
+
+class _AbsValuePenaltyFunction(_GradientOnly):
+    # args: limit, penalty
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        limit, penalty = ctx.args
+        extra = (x.abs() > limit).to(g.dtype) * torch.sign(x).to(g.dtype) * penalty
+        return g + extra, None, None
+
+
+class AbsValuePenalty(nn.Module):
+    """Identity forward; in training (on a ``prob`` share of batches) values with ``|x| > limit`` get the extra
+    gradient ``penalty * sign(x)``, which gradient descent turns into a pull back towards the limit."""
+
+    def __init__(self, limit: Value = 25.0, penalty: Value = 1e-4, prob: Value = 0.1):
+        super().__init__()
+        self.limit, self.penalty, self.prob = limit, penalty, prob
+        self.constraints = False
+        self.batch_count: Optional[float] = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and self.constraints and x.requires_grad):
+            return x
+        bc = self.batch_count
+        if _host_rand() >= _value(self.prob, bc):
+            return x
+        return _AbsValuePenaltyFunction.apply(x, _value(self.limit, bc), _value(self.penalty, bc))

@@ -22,8 +22,8 @@ Gradient-only activation constraints (``ZipformerConfig.activation_constraints=T
 checkpoints are unchanged; see ``audiolp.models.constraints``): Balancers on the feed-forward hidden pre-activations,
 the NonlinAttention tanh input, both gates of the convolution modules, the attention keys and the layer output
 around the BiasNorm; Whiten on the feed-forward, NonlinAttention and convolution outputs, the attention keys (per head)
-and the layer output. Their ranges follow icefall's choices as we read them; limits and probabilities are schedules of
-the batch counter. NOT implemented: the attention-score abs-value penalty and the fp16 memory-saving custom autograd
+and the layer output; a penalty on attention scores beyond +-25. Their ranges follow icefall's choices as we read them;
+limits and probabilities are schedules of the batch counter. NOT implemented: the fp16 memory-saving custom autograd
 functions (use bf16 autocast).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from audiolp.models.constraints import Balancer, Whiten
+from audiolp.models.constraints import AbsValuePenalty, Balancer, Whiten
 
 __all__ = [
     "ZipformerConfig",
@@ -448,6 +448,7 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
                                      min_abs=0.0, max_abs=100.0, prob=0.025)
         self.whiten_keys = Whiten(num_groups=num_heads, whitening_limit=_whitening_limit(2.0), grad_scale=0.025,
                                   prob=_WHITEN_PROB)
+        self.score_penalty = AbsValuePenalty(limit=25.0, penalty=1e-4, prob=0.1)  # no saturated softmax
 
     def forward(self, x: Tensor, pos_emb: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
         N, T, _ = x.shape
@@ -475,6 +476,7 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
                 pos_scores = flat[..., T - 1: T - 1 + T * (2 * T - 2)].reshape(N, H, T, 2 * T - 2)[..., :T]
             scores = scores + pos_scores
 
+        scores = self.score_penalty(scores)
         if key_padding_mask is not None:
             scores = scores.masked_fill(key_padding_mask[:, None, None, :], -1000.0)
         # Under autocast softmax runs in fp32; cast back once here rather than in each of the three consumers.
@@ -891,7 +893,7 @@ class Zipformer(nn.Module):
                 m.batch_count = self.batch_count
             if hasattr(m, "regularizers"):
                 m.regularizers = cfg.regularizers
-            if isinstance(m, (Balancer, Whiten)):
+            if isinstance(m, (Balancer, Whiten, AbsValuePenalty)):
                 m.constraints = cfg.activation_constraints
             if isinstance(m, RelPositionMultiheadAttentionWeights):
                 m.attention_scaling = cfg.attention_scaling
