@@ -306,6 +306,38 @@ def test_stop_and_resume_gives_identical_weights(corpus, tmp_path, tagging_run):
         train(bad)
 
 
+def test_sigterm_checkpoints_and_resumes_exactly(corpus, tmp_path, tagging_run, monkeypatch):
+    """A SIGTERM arriving during step 3 (as a scheduler's pre-emption notice): the step finishes, a checkpoint is
+    written, train() returns; rerunning resumes and ends bit for bit where the uninterrupted run ends."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    from audiolp.train.trainer import Trainer, train
+
+    original = Trainer.accumulate_gradients
+
+    def accumulate_with_a_signal(self, micro):
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, micro)
+
+    cfg = _resume_cfg(corpus, tmp_path / "run")
+    monkeypatch.setattr(Trainer, "accumulate_gradients", accumulate_with_a_signal)
+    train(cfg)
+    monkeypatch.setattr(Trainer, "accumulate_gradients", original)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert (res["steps"], res["completed"], res["stopped_by_signal"]) == (3, False, "SIGTERM")
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-00000003"
+    train(cfg)
+    a = load_file(str(tagging_run / "checkpoints" / "step-00000008" / "model.safetensors"))
+    b = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000008" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["stopped_by_signal"] is None
+
+
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):
     import audiolp
     from audiolp.data.loader import LoaderConfig, make_dataloader

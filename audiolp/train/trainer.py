@@ -12,6 +12,9 @@ micro-batches, and the step's gradient is the same in both. By default (``loss_w
 micro-batch loss is weighted by its share of the clips of the whole global batch (one small all-reduce of the clip
 count per step), so uneven max-duration batches average like one big batch; an objective whose loss is a mean over
 other units says how many with ``loss_weight(batch, step)`` (captioning: its target tokens).
+Pre-emption. SIGTERM or SIGUSR1 (what SLURM and most schedulers send before killing a job) makes every rank finish
+the current step, write a checkpoint and return; rerunning the same command resumes exactly. Ranks agree on the
+stop through the all-reduce each step already makes, so no rank stops alone.
 A checkpoint records the number of batches consumed in the current epoch (not the sampler's own counter, which runs
 ahead when DataLoader workers prefetch), the RNG states of every rank, optimizer, scheduler and EMA; a resumed run continues bit for bit on CPU (tested with
 SpecAugment, dropout, EMA, accumulation, 1 and 2 ranks), with or without DataLoader workers: SpecAugment is seeded
@@ -27,7 +30,9 @@ import math
 import os
 import random
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -242,6 +247,32 @@ class BatchStream:
         return None
 
 
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+@contextlib.contextmanager
+def _stop_signals(trainer: "Trainer"):
+    """While training, SIGTERM / SIGUSR1 only record a stop request (the loop checkpoints and returns); the previous
+    handlers come back afterwards. Signal handlers can only be set from the main thread: elsewhere this is a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        trainer.stop_signal = signal.Signals(signum).name
+
+    previous = {}
+    for name in STOP_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, request_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _move(batch: dict, device: torch.device) -> dict:
     if device.type == "cpu":
         return batch
@@ -274,6 +305,8 @@ class Trainer:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
+        self.stop_signal: str | None = None  # set by the SIGTERM/SIGUSR1 handler on this rank
+        self._stop_agreed = False  # some rank got a stop signal (known after the step's all-reduce)
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def _resolve_resume(self) -> Path | None:
@@ -422,12 +455,33 @@ class Trainer:
             # float32 work left outside bf16 autocast (losses, norms, the optimizer) may use TF32 tensor cores.
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        self.model.train()
+        limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
+        self.stop_signal, self._stop_agreed = None, False
+        with _stop_signals(self):  # kept through the final checkpoint: a second SIGTERM must not cut it short
+            self._loop(limit, set_batch_count, bar)
+            if bar is not None:
+                bar.close()
+            if self._last_saved != self.step:
+                self.save_checkpoint()
+        completed = self.step >= cfg.max_steps or self.stream.exhausted
+        if self._stop_agreed:
+            self.log(f"[audiolp] stopped by a signal after step {self.step}; checkpoint written. Rerun the same "
+                     f"command to resume (run_dir {self.run_dir}).")
+        self.wall_total += self._elapsed()
+        if info.is_main:
+            if completed:
+                self._export_encoder()
+            self._write_results(completed)
+        barrier(info)
+        return self.run_dir
+
+    def _loop(self, limit: int, set_batch_count, bar) -> None:
+        cfg, info = self.cfg, self.info
         win_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # sum of weight * loss
         win_micro, win_weight, win_audio, win_items = 0, 0.0, 0.0, 0
         win_logs: dict[str, float] = {}
         t_win = time.perf_counter()
-        self.model.train()
-        limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
         while self.step < limit:
             micro = []
             for _ in range(cfg.grad_accum):
@@ -459,7 +513,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
 
-            done = self.step >= limit
+            done = self.step >= limit or self._stop_agreed
             ckpt_due = self.step % cfg.checkpoint_every == 0 and not done
             # A checkpoint closes the log window too, so that its totals (audio seconds) are whole.
             if self.step % cfg.log_every == 0 or done or ckpt_due:
@@ -488,18 +542,8 @@ class Trainer:
                 t_win = time.perf_counter()
             if ckpt_due:
                 self.save_checkpoint()
-        if bar is not None:
-            bar.close()
-        if self._last_saved != self.step:
-            self.save_checkpoint()
-        completed = self.step >= cfg.max_steps or self.stream.exhausted
-        self.wall_total += self._elapsed()
-        if info.is_main:
-            if completed:
-                self._export_encoder()
-            self._write_results(completed)
-        barrier(info)
-        return self.run_dir
+            if self._stop_agreed:
+                break
 
     def accumulate_gradients(self, micro: list[dict]) -> list[tuple[dict, "ObjectiveOutput", float]]:
         """Forward + backward of one optimizer step's micro-batches on this rank; gradients add up in ``.grad``
@@ -529,7 +573,9 @@ class Trainer:
             # Objectives whose loss is a mean over other units than clips (captioning: tokens) say how many.
             count = getattr(self.objective, "loss_weight", None)
             weights = [float(count(b, self.step) if count is not None else _num_clips(b)) for b in micro]
-        (total,) = all_reduce_sum([sum(weights)], self.info)
+        # The same all-reduce tells every rank whether any of them was asked to stop (it stops after this step).
+        total, stops = all_reduce_sum([sum(weights), float(self.stop_signal is not None)], self.info)
+        self._stop_agreed = stops > 0
         return weights, total
 
     # -- outputs --------------------------------------------------------------------------------------------------
@@ -556,6 +602,7 @@ class Trainer:
         peak, peak_kind = _peak_memory(self.device)
         res = {
             "completed": completed,
+            "stopped_by_signal": (self.stop_signal or "on another rank") if self._stop_agreed else None,
             "steps": self.step,
             "epoch": self.stream.epoch,
             "objective": self.cfg.objective,
