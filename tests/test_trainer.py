@@ -338,6 +338,35 @@ def test_sigterm_checkpoints_and_resumes_exactly(corpus, tmp_path, tagging_run, 
     assert json.loads((tmp_path / "run" / "results.json").read_text())["stopped_by_signal"] is None
 
 
+def _train_with_sigterm_on_rank_1(cfg, at_step: int):
+    """Runs in each spawned rank: only rank 1 receives a SIGTERM, during step ``at_step + 1``."""
+    import os
+    import signal
+
+    from audiolp.train.trainer import Trainer, train
+
+    original = Trainer.accumulate_gradients
+
+    def accumulate(self, micro):
+        if self.info.rank == 1 and self.step == at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, micro)
+
+    Trainer.accumulate_gradients = accumulate
+    train(cfg)
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(equal_corpus, tmp_path):
+    from audiolp.train.distributed import spawn_local
+
+    cfg = base_cfg(equal_corpus, tmp_path / "run", "tagging", max_steps=6, checkpoint_every=100,
+                   loader={"max_duration": 3.0, "num_buckets": 2, "spec_augment": False})
+    spawn_local(_train_with_sigterm_on_rank_1, 2, cfg, 1, threads_per_proc=1)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())  # written by rank 0, which got no signal
+    assert (res["steps"], res["completed"], res["stopped_by_signal"]) == (2, False, "on another rank")
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-00000002"
+
+
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):
     import audiolp
     from audiolp.data.loader import LoaderConfig, make_dataloader
