@@ -149,7 +149,9 @@ def _head_loss(obj, hidden, targets, variant):
 
 def loss_worker(variant: str, scope: str, args) -> dict:
     torch.manual_seed(0)
-    cfg = CaptioningConfig(max_caption_tokens=args.loss_tokens)  # paper decoder, parallel_prob 0.75
+    # paper decoder, parallel_prob 0.75; "chunked" = the objective with loss_chunk_tokens
+    cfg = CaptioningConfig(max_caption_tokens=args.loss_tokens,
+                           loss_chunk_tokens=args.loss_chunk if variant == "chunked" else 0)
     obj = CaptioningObjective(PassThroughEncoder(args.encoder_dim), cfg).train()
     d = obj.decoder.config.d_model
 
@@ -158,7 +160,7 @@ def loss_worker(variant: str, scope: str, args) -> dict:
 
     def run(b):
         if scope == "objective":
-            return obj(b, 0).loss if variant == "after" else _full_grid_loss(obj, b, 0)
+            return obj(b, 0).loss if variant in ("after", "chunked") else _full_grid_loss(obj, b, 0)
         t = targets_of(b)
         hidden = torch.randn(t.shape[0], t.shape[1], d, requires_grad=True)
         return _head_loss(obj, hidden, t, variant)
@@ -182,19 +184,20 @@ def loss_worker(variant: str, scope: str, args) -> dict:
     return {"loss": loss.item(), "peak_tensor_mib": _peak_tensor_bytes(prof) / 2**20,
             "peak_rss_delta_mib": (rss_peak - before) / 1024, "fwd_bwd_s": sec,
             "tokens_counted": k, "grid_positions": grid, "max_len": targets.shape[1],
-            "logits_mib": (k if variant == "after" else grid) * v * 4 / 2**20}
+            "logits_mib": {"after": k, "chunked": min(k, args.loss_chunk)}.get(variant, grid) * v * 4 / 2**20}
 
 
 def bench_loss(args) -> dict:
     res = {}
     for scope in ("head", "objective"):
-        for variant in ("before", "after"):
+        for variant in ("before", "after") + (("chunked",) if scope == "objective" else ()):
             cmd = [sys.executable, os.path.abspath(__file__), "--_loss-worker", f"{variant}:{scope}",
                    "--threads", str(args.threads), "--encoder-dim", str(args.encoder_dim), "--frames",
-                   str(args.frames), "--loss-batch", str(args.loss_batch), "--loss-tokens", str(args.loss_tokens)]
+                   str(args.frames), "--loss-batch", str(args.loss_batch), "--loss-tokens", str(args.loss_tokens),
+                   "--loss-chunk", str(args.loss_chunk)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             r = res[f"{scope}_{variant}"] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  {scope:9s} {variant:6s} loss {r['loss']:.6f}  peak tensors +{r['peak_tensor_mib']:6.0f} MiB  "
+            print(f"  {scope:9s} {variant:7s} loss {r['loss']:.6f}  peak tensors +{r['peak_tensor_mib']:6.0f} MiB  "
                   f"(RSS +{r['peak_rss_delta_mib']:5.0f})  logits {r['logits_mib']:4.0f} MiB  "
                   f"fwd+bwd {r['fwd_bwd_s']:.2f} s", flush=True)
         res[f"{scope}_loss_abs_diff"] = abs(res[f"{scope}_before"]["loss"] - res[f"{scope}_after"]["loss"])
@@ -214,6 +217,7 @@ def main():
                          "each other and every small op costs milliseconds")
     ap.add_argument("--loss-batch", type=int, default=32)
     ap.add_argument("--loss-tokens", type=int, default=30)
+    ap.add_argument("--loss-chunk", type=int, default=128, help="loss_chunk_tokens of the 'chunked' variant")
     ap.add_argument("--skip-uncached-beam", action="store_true", help="the slowest part (~1.5 min here)")
     ap.add_argument("--skip-loss", action="store_true")
     ap.add_argument("--skip-generation", action="store_true")
@@ -249,7 +253,9 @@ def main():
         lm = results["loss_memory"]
         print("\n| loss fwd+bwd | peak tensor MiB | logits MiB | fwd+bwd s | loss |\n|---|---|---|---|---|")
         for scope, what in (("head", "output projection + CE"), ("objective", "whole objective (decoder)")):
-            for v in ("before", "after"):
+            for v in ("before", "after", "chunked"):
+                if f"{scope}_{v}" not in lm:
+                    continue
                 r = lm[f"{scope}_{v}"]
                 print(f"| {what}, {v} | {r['peak_tensor_mib']:.0f} | {r['logits_mib']:.0f} | {r['fwd_bwd_s']:.2f} | "
                       f"{r['loss']:.6f} |")

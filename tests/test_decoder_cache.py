@@ -227,3 +227,29 @@ def test_target_only_loss_in_train_mode_and_caption_loss():
             want = nll.sum(1) / (targets != -100).sum(1)
             # ~10 nats per token summed over up to 16 tokens: float32 summation order alone moves the last bit.
             assert got.shape == (6,) and torch.allclose(got, want, atol=1e-6, rtol=1e-6), (got - want)
+
+
+def test_chunked_loss_equals_the_one_shot_loss():
+    """loss_chunk_tokens: the projection + loss in chunks of 7 tokens (each recomputed in backward) gives the same
+    loss, accuracy and gradients as all tokens at once, in train mode (dropout draws happen before the chunks)."""
+    torch.manual_seed(2)
+    one = build_objective("captioning", Zipformer(zipformer_tiny()), {**TINY_CAP, "parallel_prob": 0.5})
+    chunked = build_objective("captioning", Zipformer(zipformer_tiny()),
+                              {**TINY_CAP, "parallel_prob": 0.5, "loss_chunk_tokens": 7})
+    chunked.load_state_dict(one.state_dict())
+    batch = _batch()
+    assert chunked.loss_weight(batch, 3) > 3 * 7  # several chunks, the last one partial
+    outs, grads = [], []
+    for obj in (one, chunked):
+        obj.train()
+        torch.manual_seed(7)
+        out = obj(batch, 3)
+        outs.append(out)
+        grads.append(_decoder_grads(obj, out.loss))
+    assert abs(outs[0].loss.item() - outs[1].loss.item()) <= 1e-6 * outs[0].loss.item()
+    assert outs[0].logs["token_acc"] == outs[1].logs["token_acc"]
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        assert torch.allclose(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5), k
+    with pytest.raises(ValueError, match="loss_chunk_tokens"):
+        build_objective("captioning", Zipformer(zipformer_tiny()), {**TINY_CAP, "loss_chunk_tokens": -1})

@@ -33,12 +33,18 @@ class CaptioningConfig:
     parallel_prob: float = 0.75
     label_smoothing: float = 0.1
     seed: int = 0  # drives the per-step caption and parallel/autoregressive choices
+    # > 0: compute the output projection + loss over this many target tokens at a time, recomputing each chunk's
+    # logits in backward, so only one (chunk, vocab) block of logits is alive (the memory of a 50k vocabulary at large
+    # batches); costs one more output projection. 0 = all tokens at once.
+    loss_chunk_tokens: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.parallel_prob <= 1.0:
             raise ValueError(f"CaptioningConfig.parallel_prob={self.parallel_prob}; must lie in [0, 1]")
         if self.max_caption_tokens < 2:
             raise ValueError(f"CaptioningConfig.max_caption_tokens={self.max_caption_tokens}; need >= 2")
+        if self.loss_chunk_tokens < 0:
+            raise ValueError(f"CaptioningConfig.loss_chunk_tokens={self.loss_chunk_tokens}; use 0 (off) or > 0")
 
     def decoder_config(self) -> DecoderConfig:
         return DecoderConfig(num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
@@ -73,24 +79,46 @@ class CaptioningObjective(nn.Module):
         inputs = torch.where(parallel[:, None] & ~token_pad, torch.full_like(inputs, self.tokenizer.mask_id), inputs)
         return inputs, targets, ~parallel, token_pad
 
-    def _target_logits(self, feats, lens, captions, parallel):
-        """-> float32 logits (K, vocab) and targets (K,) at the K non-padding target positions (row-major order),
-        plus the (N, L) bool mask of those positions. Padding positions never reach the output projection."""
+    def _target_hidden(self, feats, lens, captions, parallel):
+        """-> decoder states (K, d) and targets (K,) at the K non-padding target positions (row-major order), plus
+        the (N, L) bool mask of those positions. Padding positions never reach the output projection."""
         frames, out_lens = self.encoder(feats, lens)
         inputs, targets, causal, token_pad = self.decoder_inputs(captions, parallel)
         hidden = self.decoder.hidden(inputs, frames, out_lens, causal=causal, token_pad=token_pad)
         keep = ~token_pad  # token_pad is exactly targets == -100
-        return self.decoder.output_logits(hidden[keep]).float(), targets[keep], keep
+        return hidden[keep], targets[keep], keep
+
+    def _target_logits(self, feats, lens, captions, parallel):
+        """-> float32 logits (K, vocab), targets (K,) and the (N, L) mask, as :meth:`_target_hidden`."""
+        hidden, targets, keep = self._target_hidden(feats, lens, captions, parallel)
+        return self.decoder.output_logits(hidden).float(), targets, keep
+
+    def _loss_and_correct(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed label-smoothed cross-entropy and the number of argmax hits over the given target tokens."""
+        logits = self.decoder.output_logits(hidden).float()
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing, reduction="sum")
+        return loss, (logits.detach().argmax(-1) == targets).sum()
 
     def forward(self, batch: dict, step: int = 0) -> ObjectiveOutput:
         feats, lens = audio_inputs(batch, module_device(self))
         captions = pick_captions(batch, self.config.seed, step)
         parallel = self.parallel_choice(list(batch["cut_ids"]), step)
-        logits, targets, _ = self._target_logits(feats, lens, captions, parallel)
+        hidden, targets, _ = self._target_hidden(feats, lens, captions, parallel)
+        k, chunk = targets.numel(), self.config.loss_chunk_tokens
+        if chunk and k > chunk:
+            from torch.utils.checkpoint import checkpoint
+
+            loss_sum, correct = 0.0, 0
+            for i in range(0, k, chunk):
+                part, hits = checkpoint(self._loss_and_correct, hidden[i: i + chunk], targets[i: i + chunk],
+                                        use_reentrant=False)
+                loss_sum, correct = loss_sum + part, correct + int(hits)
+        else:
+            loss_sum, correct = self._loss_and_correct(hidden, targets)
+            correct = int(correct)
         # Mean over the kept tokens == the old mean over the (N, L) grid with ignore_index (both divide by K).
-        loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
-        with torch.no_grad():
-            acc = (logits.argmax(-1) == targets).sum().item() / max(targets.numel(), 1)
+        loss = loss_sum / max(k, 1)
+        acc = correct / max(k, 1)
         logs = {"loss": float(loss.detach()), "token_acc": acc, "parallel_frac": float(parallel.float().mean())}
         return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))
 
