@@ -121,6 +121,43 @@ def test_spec_augment_is_seeded_by_batch_and_leaves_global_rng_alone(cuts):
     assert not torch.equal(first(make_dataloader(cuts, cfg, seed=1, train=True))["features"], a["features"])
 
 
+def test_unreadable_audio_is_skipped_and_named(cuts, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from audiolp.data.loader import CaptionBatchDataset
+
+    picked = [cuts[i] for i in (0, 1, 2)]
+    broken = []
+    for c in picked[:2]:  # copies of two clips' files, then one truncated to a bare header, one removed
+        src = c.recording.sources[0].source
+        dst = tmp_path / f"copy_{c.id}.wav"
+        shutil.copy(src, dst)
+        broken.append(_repoint(c, dst))
+    (tmp_path / f"copy_{picked[0].id}.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    (tmp_path / f"copy_{picked[1].id}.wav").unlink()
+    batch_cuts = CutSet.from_cuts(broken + [picked[2]])
+    ds = CaptionBatchDataset(LoaderConfig(), train=False)
+    with caplog.at_level(logging.WARNING, logger="audiolp.data.loader"):
+        batch = ds[batch_cuts]
+    assert batch["cut_ids"] == [picked[2].id] and sorted(batch["skipped_cut_ids"]) == sorted(c.id for c in broken)
+    assert batch["features"].shape[0] == 1 and batch["audio_seconds"] == pytest.approx(picked[2].duration)
+    assert any(picked[0].id in r.getMessage() and "copy_" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RuntimeError, match="no clip of this batch could be read"):
+        ds[CutSet.from_cuts(broken)]
+    strict = CaptionBatchDataset(LoaderConfig(skip_unreadable=False), train=False)
+    with pytest.raises(Exception):
+        strict[batch_cuts]
+
+
+def _repoint(cut, path):
+    """The same cut, its recording read from ``path``."""
+    from dataclasses import replace
+
+    rec = cut.recording
+    return replace(cut, recording=replace(rec, sources=[replace(rec.sources[0], source=str(path))]))
+
+
 def test_precomputed_features_match_on_the_fly(cuts, tmp_path):
     few = cuts.subset(first=6)
     stored = precompute_features(few, tmp_path, num_workers=0)

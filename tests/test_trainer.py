@@ -367,6 +367,20 @@ def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(equal_corpus, tmp
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step-00000002"
 
 
+def test_unreadable_clip_is_skipped_and_counted(tmp_path):
+    """A clip whose file got corrupted after the manifest was built: training goes on without it and results.json
+    counts it once per epoch."""
+    from audiolp.train.trainer import train
+
+    manifest = make_corpus(tmp_path / "corpus", per_kind=3)
+    (tmp_path / "corpus" / "wav" / "hum1.wav").write_bytes(b"not audio at all")
+    cfg = base_cfg(manifest, tmp_path / "run", "tagging", max_steps=100, max_epochs=2, checkpoint_every=100,
+                   loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": False})
+    res = json.loads((train(cfg) / "results.json").read_text())
+    assert res["completed"] and res["unreadable_clips"] == 2  # 2 epochs x 1 clip
+    assert res["history"][-1]["epoch"] >= 1
+
+
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):
     import audiolp
     from audiolp.data.loader import LoaderConfig, make_dataloader

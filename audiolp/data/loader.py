@@ -7,6 +7,10 @@ A batch is a dict:
   labels        list[list[str]]
   sources, domains, cut_ids: list[str]
   audio_seconds float                    total audio in the batch (throughput accounting)
+  skipped_cut_ids list[str]              clips of the sampled batch whose audio could not be read (left out)
+
+Unreadable audio (a missing, truncated or corrupt file) is skipped with a warning naming the clip and its file
+(``LoaderConfig.skip_unreadable``, on by default); a batch in which no clip can be read is an error.
 
 SpecAugment draws come from a generator seeded by (seed, epoch, the batch's cut ids), not from the process-wide
 RNG: the same batch gets the same masks whichever process builds it (main process or a DataLoader worker, rank 0 or
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import random
 from dataclasses import dataclass, field
 
@@ -29,6 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from audiolp.data.schema import cut_captions, cut_domain, cut_labels, cut_source
 from audiolp.features import FeatureConfig, SpecAugmentConfig, build_spec_augment, make_fbank
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +52,9 @@ class LoaderConfig:
     # {source: weight}: sources are repeated forever and interleaved by lhotse mux with these weights,
     # so the loader is infinite and training must be bounded by steps. Empty = one pass per epoch.
     source_weights: dict[str, float] = field(default_factory=dict)
+    # Leave out clips whose audio cannot be read (reported in batch["skipped_cut_ids"] and counted by the trainer)
+    # instead of stopping a long run; False = the first unreadable file raises.
+    skip_unreadable: bool = True
 
     def __post_init__(self):
         if isinstance(self.spec_augment_config, dict):
@@ -67,7 +77,7 @@ class CaptionBatchDataset(Dataset):
         self.seed = seed
         self.epoch = 0  # set before each epoch's iteration (workers are re-created per epoch and copy it)
         self.spec_augment = build_spec_augment(cfg.spec_augment_config) if (train and cfg.spec_augment) else None
-        self._on_the_fly = OnTheFlyFeatures(make_fbank(cfg.feature_config))
+        self._on_the_fly = OnTheFlyFeatures(make_fbank(cfg.feature_config), fault_tolerant=cfg.skip_unreadable)
         self._precomputed = PrecomputedFeatures()
 
     def _strategy(self, cuts: CutSet):
@@ -84,9 +94,32 @@ class CaptionBatchDataset(Dataset):
             return self._precomputed
         return self._on_the_fly
 
+    def _features(self, cuts: CutSet) -> tuple[torch.Tensor, torch.Tensor, CutSet, list[str]]:
+        strategy = self._strategy(cuts)
+        if strategy is not self._on_the_fly or not self.cfg.skip_unreadable:
+            feats, lens = strategy(cuts)
+            return feats, lens, cuts, []
+        cause = None
+        try:
+            feats, lens, ok = strategy(cuts)  # fault tolerant: the cuts whose audio was read
+        except IndexError as e:  # lhotse indexes the first readable cut: there was none
+            if not len(cuts):
+                raise
+            ok, cause = [], e
+        ok_ids = {c.id for c in ok}
+        bad = [c for c in cuts if c.id not in ok_ids]
+        for c in bad:
+            where = getattr(getattr(c, "recording", None), "sources", None)
+            where = where[0].source if where else "?"
+            log.warning("skipping clip %r: its audio could not be read (%s)", c.id, where)
+        if not ok_ids:
+            raise RuntimeError(f"no clip of this batch could be read ({', '.join(c.id for c in bad[:5])}, ...); "
+                               "check the audio files the manifest points to") from cause
+        return feats, lens, ok, [c.id for c in bad]
+
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
-        feats, lens = self._strategy(cuts)(cuts)
+        feats, lens, cuts, skipped = self._features(cuts)
         feats = feats.float()
         lens = lens.long()
         # lhotse pads with log(eps); zero padding keeps padded frames neutral for models that mask imperfectly.
@@ -104,6 +137,7 @@ class CaptionBatchDataset(Dataset):
             "domains": [cut_domain(c) for c in cuts],
             "cut_ids": [c.id for c in cuts],
             "audio_seconds": float(sum(c.duration for c in cuts)),
+            "skipped_cut_ids": skipped,
         }
 
 

@@ -377,6 +377,7 @@ class Trainer:
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.history: list[dict] = []
         self.audio_seconds_total, self.wall_total = 0.0, 0.0
+        self.unreadable_clips = 0  # clips the loader left out because their audio could not be read
         rng_state = None
         if self.resume_from is not None:
             rng_state = self._load(self.resume_from)
@@ -409,6 +410,7 @@ class Trainer:
         self.step, self.epoch, self.consumed = st["step"], st["epoch"], st["consumed"]
         self.history = list(st["history"])
         self.audio_seconds_total, self.wall_total = st["audio_seconds_total"], st["wall_time_s"]
+        self.unreadable_clips = st.get("unreadable_clips", 0)
         if self.ema is not None:
             self.ema.updates = st["ema_updates"]
         self._sampler_state = st["sampler"]
@@ -424,6 +426,7 @@ class Trainer:
                 "sampler": sampler_position(self.loader.sampler, self.stream.epoch, self.stream.consumed),
                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "history": self.history,
                 "audio_seconds_total": self.audio_seconds_total, "wall_time_s": self.wall_total + self._elapsed(),
+                "unreadable_clips": self.unreadable_clips,
                 "world_size": self.info.world_size, "ema_updates": self.ema.updates if self.ema else 0,
             }
             parts = {"model": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -479,7 +482,7 @@ class Trainer:
     def _loop(self, limit: int, set_batch_count, bar) -> None:
         cfg, info = self.cfg, self.info
         win_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # sum of weight * loss
-        win_micro, win_weight, win_audio, win_items = 0, 0.0, 0.0, 0
+        win_micro, win_weight, win_audio, win_items, win_skipped = 0, 0.0, 0.0, 0, 0
         win_logs: dict[str, float] = {}
         t_win = time.perf_counter()
         while self.step < limit:
@@ -498,6 +501,7 @@ class Trainer:
                 win_weight += weight
                 win_micro += 1
                 win_audio += float(batch.get("audio_seconds", 0.0))
+                win_skipped += len(batch.get("skipped_cut_ids", ()))
                 win_items += int(out.num_items)
                 for k, v in (out.logs or {}).items():
                     win_logs[k] = win_logs.get(k, 0.0) + float(v)
@@ -517,8 +521,9 @@ class Trainer:
             ckpt_due = self.step % cfg.checkpoint_every == 0 and not done
             # A checkpoint closes the log window too, so that its totals (audio seconds) are whole.
             if self.step % cfg.log_every == 0 or done or ckpt_due:
-                loss_sum, weight_sum, audio, items = all_reduce_sum(
-                    [float(win_loss.item()), win_weight, win_audio, win_items], info)
+                loss_sum, weight_sum, audio, items, skipped = all_reduce_sum(
+                    [float(win_loss.item()), win_weight, win_audio, win_items, win_skipped], info)
+                self.unreadable_clips += int(skipped)
                 dt = time.perf_counter() - t_win
                 loss = loss_sum / max(weight_sum, 1e-12)
                 if not math.isfinite(loss):
@@ -537,7 +542,7 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(loss=f"{loss:.4f}", audio_s_per_s=f"{rec['audio_s_per_s']:.0f}")
                 win_loss.zero_()
-                win_micro, win_weight, win_audio, win_items = 0, 0.0, 0.0, 0
+                win_micro, win_weight, win_audio, win_items, win_skipped = 0, 0.0, 0.0, 0, 0
                 win_logs = {}
                 t_win = time.perf_counter()
             if ckpt_due:
@@ -619,6 +624,7 @@ class Trainer:
             "loss_curve": [[h["step"], h["loss"]] for h in self.history],
             "history": self.history,
             "audio_seconds_total": self.audio_seconds_total,
+            "unreadable_clips": self.unreadable_clips,  # left out by the loader (see the warnings naming them)
             "wall_time_s": self.wall_total,
             "throughput_audio_s_per_s": self.audio_seconds_total / self.wall_total if self.wall_total > 0 else 0.0,
             "peak_memory_bytes": peak,
