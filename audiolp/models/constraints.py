@@ -76,7 +76,23 @@ class _BalancerFunction(_GradientOnly):
         return (gf + extra).to(g.dtype), None, None, None
 
 
-class Balancer(nn.Module):
+class _Constraint(nn.Module):
+    """What the three constraints share: the on/off switch and batch counter set by the owning model, and the
+    per-batch draw of whether to act at all (with probability ``prob``)."""
+
+    def __init__(self, prob: Value):
+        super().__init__()
+        self.prob = prob
+        self.constraints = False  # set by the owning model (ZipformerConfig.activation_constraints)
+        self.batch_count: Optional[float] = None
+
+    def acts_on(self, x: Tensor) -> bool:
+        if not (self.training and self.constraints and x.requires_grad):
+            return False
+        return _host_rand() < _value(self.prob, self.batch_count)
+
+
+class Balancer(_Constraint):
     """Identity forward; in training, pushes per-channel sign balance and RMS into range through the gradient.
 
     Args are constants or ``Schedule``s of the batch counter. ``min_abs`` / ``max_abs`` bound the channel RMS.
@@ -85,23 +101,19 @@ class Balancer(nn.Module):
     def __init__(self, num_channels: int, channel_dim: int = -1, min_positive: Value = 0.05,
                  max_positive: Value = 0.95, min_abs: Value = 0.2, max_abs: Value = 100.0,
                  grad_scale: Value = 0.04, prob: Value = 0.25):
-        super().__init__()
+        super().__init__(prob)
         self.num_channels, self.channel_dim = num_channels, channel_dim
         self.min_positive, self.max_positive = min_positive, max_positive
         self.min_abs, self.max_abs = min_abs, max_abs
-        self.grad_scale, self.prob = grad_scale, prob
-        self.constraints = False  # set by the owning model (ZipformerConfig.activation_constraints)
-        self.batch_count: Optional[float] = None
+        self.grad_scale = grad_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and self.constraints and x.requires_grad):
-            return x
         if x.shape[self.channel_dim] != self.num_channels:
             raise ValueError(f"Balancer expects {self.num_channels} channels on dim {self.channel_dim}; "
                              f"got shape {tuple(x.shape)}")
-        bc = self.batch_count
-        if _host_rand() >= _value(self.prob, bc):
+        if not self.acts_on(x):
             return x
+        bc = self.batch_count
         limits = (_value(self.min_positive, bc), _value(self.max_positive, bc),
                   _value(self.min_abs, bc), _value(self.max_abs, bc))
         return _BalancerFunction.apply(x, self.channel_dim, limits, _value(self.grad_scale, bc))
@@ -141,24 +153,20 @@ class _WhitenFunction(_GradientOnly):
         return (gf + extra).to(g.dtype), None, None, None
 
 
-class Whiten(nn.Module):
+class Whiten(_Constraint):
     """Identity forward; in training, when the channels' whitening metric exceeds ``whitening_limit``, adds the
     gradient of the metric scaled to ``grad_scale`` times the norm of the incoming gradient. Channels last."""
 
     def __init__(self, num_groups: int = 1, whitening_limit: Value = 5.0, grad_scale: Value = 0.01,
                  prob: Value = 0.25):
-        super().__init__()
+        super().__init__(prob)
         self.num_groups = num_groups
-        self.whitening_limit, self.grad_scale, self.prob = whitening_limit, grad_scale, prob
-        self.constraints = False
-        self.batch_count: Optional[float] = None
+        self.whitening_limit, self.grad_scale = whitening_limit, grad_scale
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and self.constraints and x.requires_grad):
+        if not self.acts_on(x):
             return x
         bc = self.batch_count
-        if _host_rand() >= _value(self.prob, bc):
-            return x
         return _WhitenFunction.apply(x, self.num_groups, _value(self.whitening_limit, bc),
                                      _value(self.grad_scale, bc))
 
@@ -174,20 +182,16 @@ class _AbsValuePenaltyFunction(_GradientOnly):
         return g + extra, None, None
 
 
-class AbsValuePenalty(nn.Module):
+class AbsValuePenalty(_Constraint):
     """Identity forward; in training (on a ``prob`` share of batches) values with ``|x| > limit`` get the extra
     gradient ``penalty * sign(x)``, which gradient descent turns into a pull back towards the limit."""
 
     def __init__(self, limit: Value = 25.0, penalty: Value = 1e-4, prob: Value = 0.1):
-        super().__init__()
-        self.limit, self.penalty, self.prob = limit, penalty, prob
-        self.constraints = False
-        self.batch_count: Optional[float] = None
+        super().__init__(prob)
+        self.limit, self.penalty = limit, penalty
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.training and self.constraints and x.requires_grad):
+        if not self.acts_on(x):
             return x
         bc = self.batch_count
-        if _host_rand() >= _value(self.prob, bc):
-            return x
         return _AbsValuePenaltyFunction.apply(x, _value(self.limit, bc), _value(self.penalty, bc))
