@@ -149,7 +149,9 @@ def test_gathered_infonce_world_size_1_equals_single_process(tmp_path):
     a1, t1 = a0.clone().requires_grad_(), t0.clone().requires_grad_()
     plain, _, _ = infonce_loss(a1, t1, 14.0)
     plain.backward()
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    from audiolp.train.distributed import find_free_port
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{find_free_port()}", rank=0, world_size=1)
     try:
         a2, t2 = a0.clone().requires_grad_(), t0.clone().requires_grad_()
         gathered, _, labels = infonce_loss(a2, t2, 14.0, gather=True)
@@ -161,32 +163,38 @@ def test_gathered_infonce_world_size_1_equals_single_process(tmp_path):
     assert torch.allclose(a2.grad, a1.grad, atol=1e-6) and torch.allclose(t2.grad, t1.grad, atol=1e-6)
 
 
-def _ddp_worker(rank, world, init_file, out_dir, sizes):
+def _ddp_worker(out_dir, sizes):
+    """One rank of a gloo group formed by ``spawn_local`` (env:// on a loopback TCP store)."""
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    from audiolp.train.distributed import cleanup, init_distributed
+
+    info = init_distributed("cpu")
+    rank = info.rank
     torch.manual_seed(0)
     n = sum(sizes)
     a_all, t_all = F.normalize(torch.randn(n, 8), dim=-1), F.normalize(torch.randn(n, 8), dim=-1)
     lo = sum(sizes[:rank])
     a = a_all[lo: lo + sizes[rank]].clone().requires_grad_()
     t = t_all[lo: lo + sizes[rank]].clone().requires_grad_()
+    assert dist.get_world_size() == len(sizes)
     loss, logits, labels = infonce_loss(a, t, 10.0, gather=True)
     loss.backward()
     torch.save({"loss": loss.detach(), "ga": a.grad, "gt": t.grad, "labels": labels, "cols": logits.shape[1]},
                os.path.join(out_dir, f"r{rank}.pt"))
     # Both ranks leave together: a rank tearing down gloo while its peer is still mid-collective aborts the peer.
-    dist.barrier()
-    dist.destroy_process_group()
+    cleanup(info)
 
 
 def test_gathered_infonce_two_ranks_uneven_batches(tmp_path):
     """Two gloo processes with 3 and 5 rows: each rank scores its rows against all 8 columns, and the gradient
     reaching each rank's embeddings is that of the sum of both ranks' local losses (what DDP then averages)."""
-    import torch.multiprocessing as mp
+    from audiolp.train.distributed import spawn_local
 
     sizes = (3, 5)
-    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "pg"), str(tmp_path), sizes), nprocs=2, join=True)
+    # The same launcher as the trainer's DDP tests (a TCP store on loopback). A file:// store made this test
+    # abort on CI machines while passing locally.
+    spawn_local(_ddp_worker, 2, str(tmp_path), sizes, threads_per_proc=1)
     res = [torch.load(tmp_path / f"r{r}.pt") for r in range(2)]
     torch.manual_seed(0)
     a = F.normalize(torch.randn(8, 8), dim=-1).requires_grad_()

@@ -8,7 +8,6 @@ gathered *with gradients* and each rank computes the loss over its own rows of t
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +64,34 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+class _GatherBlocks(torch.autograd.Function):
+    """all_gather of equal-shape row blocks, one per rank; backward gives each rank the sum over ranks of the
+    gradient reaching its own block (every rank's local loss scores this rank's rows).
+
+    Written here rather than torch.distributed.nn.all_gather, whose gloo backward emulates reduce-scatter with a
+    loop of scatters: the same all_reduce DDP uses is simpler and sturdier on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(block) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, block.contiguous())
+        return torch.cat(parts, 0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        n = grad.shape[0] // world
+        grad = grad.contiguous()
+        if dist.get_backend() == dist.Backend.NCCL:  # each rank receives only its own summed block
+            out = grad.new_empty((n,) + tuple(grad.shape[1:]))
+            dist.reduce_scatter_tensor(out, grad)
+            return out
+        summed = grad.clone()
+        dist.all_reduce(summed)
+        return summed[rank * n:(rank + 1) * n]
+
+
 def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All ranks' rows of ``x`` concatenated in rank order, differentiable; and this rank's row offset.
 
@@ -73,8 +100,6 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """
     if not _distributed():
         return x, 0
-    from torch.distributed.nn.functional import all_gather
-
     world, rank = dist.get_world_size(), dist.get_rank()
     n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
     sizes = [torch.zeros_like(n) for _ in range(world)]
@@ -82,11 +107,8 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     sizes = [int(s.item()) for s in sizes]
     m = max(sizes)
     padded = F.pad(x, (0, 0, 0, m - x.shape[0])) if x.shape[0] < m else x
-    with warnings.catch_warnings():
-        # Deprecated in favour of a private API (_functional_collectives); it is the public autograd-aware gather.
-        warnings.simplefilter("ignore", FutureWarning)
-        parts = all_gather(padded)
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)], 0), sum(sizes[:rank])
+    gathered = _GatherBlocks.apply(padded)
+    return torch.cat([gathered[r * m: r * m + s] for r, s in enumerate(sizes)], 0), sum(sizes[:rank])
 
 
 def infonce_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float,
