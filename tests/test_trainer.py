@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -441,6 +442,33 @@ def test_ddp_two_processes_follow_one_process_with_accumulation(equal_corpus, tm
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["world_size"] == 2 and res["steps"] == 4 and res["history"][0]["items"] == 6  # 3 clips x 2 ranks
+
+
+def test_contrastive_two_ranks_gathering_negatives_equal_one_rank_on_their_union(equal_corpus, tmp_path):
+    """Contrastive DDP: each rank scores its 3 clips against the 6 captions of both ranks (gathered with gradients),
+    so 2 ranks x 3 clips must train exactly as 1 rank on the 6-clip union batch, not as two 3-clip batches.
+    Same stream as above: equal 1.0 s clips, one bucket; max_duration 6 s takes the two 3-clip batches as one."""
+    from audiolp.train.distributed import spawn_local
+    from audiolp.train.trainer import train
+
+    common = dict(max_steps=3, max_epochs=1, checkpoint_every=100, model_overrides={"dropout": 0.0, "pos_dropout": 0.0})
+    loader = {"num_buckets": 1, "spec_augment": False, "drop_last": True}
+    one = train(base_cfg(equal_corpus, tmp_path / "one", "contrastive", loader={**loader, "max_duration": 6.0},
+                         **common))
+    spawn_local(train, 2, base_cfg(equal_corpus, tmp_path / "two", "contrastive",
+                                   loader={**loader, "max_duration": 3.0}, **common), threads_per_proc=1)
+    a, b = _losses(one), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 3
+    items = [h["items"] for h in json.loads((tmp_path / "two" / "results.json").read_text())["history"]]
+    assert items == [6, 6, 6]
+    np.testing.assert_allclose(b, a, rtol=1e-5)
+    # Without the gather each rank would see 3 candidates: the first loss would be near log(3), not log(6).
+    assert abs(a[0] - math.log(6)) < abs(a[0] - math.log(3))
+    from audiolp.train.checkpoint import load_weights
+
+    wa = load_weights(tmp_path / "one" / "checkpoints" / "step-00000003" / "model.safetensors")
+    wb = load_weights(tmp_path / "two" / "checkpoints" / "step-00000003" / "model.safetensors")
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 1e-5
 
 
 @pytest.mark.parametrize("objective", ["tagging", "captioning"])
