@@ -62,7 +62,19 @@ def cmd_prepare(args) -> int:
         print(data_card(out))
         print(f"MiniStew ({args.profile}) ready in {out} after {time.time() - start:.0f} s")
         return 0
-    raise SystemExit(f"unknown corpus {args.corpus!r}; use captionstew or ministew")
+    if args.corpus == "features":
+        from audiolp.data.schema import load_manifest
+        from audiolp.features import precompute_features
+
+        if not args.data:
+            raise SystemExit("prepare features needs --data MANIFEST (the cuts to compute fbank for)")
+        start = time.time()
+        stored = precompute_features(load_manifest(args.data), args.out, num_workers=args.workers,
+                                     shard_size=args.shard_size)
+        print(f"fbank of {sum(1 for _ in stored)} clips in {args.out} after {time.time() - start:.0f} s; train on "
+              f"--data {Path(args.out) / 'cuts_with_feats.jsonl.gz'}")
+        return 0
+    raise SystemExit(f"unknown corpus {args.corpus!r}; use captionstew, ministew or features")
 
 
 def cmd_stats(args) -> int:
@@ -138,8 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiolp", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    pp = sub.add_parser("prepare", help="build a corpus manifest (CaptionStew from local corpora, or MiniStew offline)")
-    pp.add_argument("corpus", choices=["captionstew", "ministew"])
+    pp = sub.add_parser("prepare", help="build a corpus manifest (CaptionStew from local corpora, or MiniStew "
+                                        "offline), or precompute its fbank features")
+    pp.add_argument("corpus", choices=["captionstew", "ministew", "features"])
+    pp.add_argument("--data", help="features: the cut manifest (or folder) to compute fbank for")
+    pp.add_argument("--workers", type=int, default=2, help="features: audio-reading workers")
+    pp.add_argument("--shard-size", dest="shard_size", type=int, default=20_000,
+                    help="features: clips per archive; a rerun skips finished shards")
     pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable)")
     pp.add_argument("--option", action="append",
                     help="SOURCE.KEY=VALUE adapter option, e.g. paraspeechcaps.audio_root=/corpora (repeatable)")

@@ -1,10 +1,13 @@
 """Acoustic features: 80-dim log-mel filterbank (25 ms window, 10 ms hop, 16 kHz) and SpecAugment.
 
-Both come from lhotse's torch implementations (Kaldi-compatible fbank without torchaudio), so the same code
-runs on CPU workers (on-the-fly or precomputed to lilcom archives) and on a GPU (batched extraction).
+Both come from lhotse's torch implementations (Kaldi-compatible fbank without torchaudio): computed on the fly
+in the DataLoader workers, or once ahead of training into lilcom archives (``precompute_features``; the speed of
+each is in BENCHMARKS.md).
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +26,6 @@ class FeatureConfig:
     frame_shift_s: float = 0.010
     sampling_rate: int = SAMPLING_RATE
     dither: float = 0.0
-    device: str = "cpu"
 
     @property
     def frames_per_second(self) -> float:
@@ -53,7 +55,6 @@ def make_fbank(cfg: FeatureConfig | None = None) -> Fbank:
             frame_shift=cfg.frame_shift_s,
             num_filters=cfg.num_mel_bins,
             dither=cfg.dither,
-            device=cfg.device,
         )
     )
 
@@ -75,14 +76,6 @@ def compute_fbank(audio: np.ndarray | torch.Tensor, sampling_rate: int = SAMPLIN
     return torch.from_numpy(np.asarray(make_fbank(cfg).extract(audio, sampling_rate)))
 
 
-def fbank_batch(waveforms: list[torch.Tensor | np.ndarray], cfg: FeatureConfig | None = None) -> list[torch.Tensor]:
-    """Batched extraction (the GPU path when cfg.device is 'cuda'); returns one (frames, bins) tensor per clip."""
-    cfg = cfg or FeatureConfig()
-    wavs = [torch.as_tensor(np.asarray(w, dtype=np.float32)).reshape(-1) for w in waveforms]
-    feats = make_fbank(cfg).extract_batch(wavs, sampling_rate=cfg.sampling_rate)
-    return [torch.as_tensor(f) for f in feats]
-
-
 def build_spec_augment(cfg: SpecAugmentConfig | None = None) -> SpecAugment | None:
     cfg = cfg or SpecAugmentConfig()
     if not cfg.enabled:
@@ -98,30 +91,87 @@ def build_spec_augment(cfg: SpecAugmentConfig | None = None) -> SpecAugment | No
     )
 
 
+PRECOMPUTED_MANIFEST = "cuts_with_feats.jsonl.gz"
+FEATURE_CONFIG_FILE = "feature_config.json"
+
+
+class FeatureStoreError(ValueError):
+    """A feature folder holds work that does not match the request (another feature config or other clips)."""
+
+
+def _shards(cuts: CutSet, shard_size: int):
+    shard = []
+    for cut in cuts:
+        shard.append(cut)
+        if len(shard) == shard_size:
+            yield shard
+            shard = []
+    if shard:
+        yield shard
+
+
 def precompute_features(cuts: CutSet, out_dir: str | Path, cfg: FeatureConfig | None = None,
-                        num_workers: int = 2, batch_duration: float = 600.0) -> CutSet:
+                        num_workers: int = 2, batch_duration: float = 600.0, shard_size: int = 20_000) -> CutSet:
     """Compute fbank once and store it as lilcom-compressed chunky archives; returns cuts pointing to them.
 
-    The returned cuts are also written to out_dir/cuts_with_feats.jsonl.gz (atomically), so an interrupted run
-    leaves any earlier manifest untouched.
+    The clips are cut into shards of ``shard_size`` in manifest order; each shard is one archive
+    (``fbank-00000.lca``) and one manifest (``shard-00000.jsonl.gz``), the manifest written atomically after its
+    archive is complete. A rerun skips the finished shards, so an interrupted job over CaptionStew resumes where it
+    stopped; a shard without a manifest is recomputed. Last, all shards are joined into ``cuts_with_feats.jsonl.gz``
+    (atomically, in the input order, so scale subsets pick the same clips). Reusing a folder made with another
+    feature config or for other clips is an error: nothing finished is overwritten. Memory holds one shard.
     """
     from audiolp.data.schema import save_manifest
 
     cfg = cfg or FeatureConfig()
+    if shard_size < 1:
+        raise ValueError(f"precompute_features: shard_size={shard_size}; give the clips per archive (>= 1)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with_feats = cuts.compute_and_store_features_batch(
-        extractor=make_fbank(cfg),
-        storage_path=out_dir / "fbank",
-        batch_duration=batch_duration,
-        num_workers=num_workers,
-        storage_type=LilcomChunkyWriter,
-        overwrite=True,
-    )
-    with_feats = CutSet.from_cuts(list(with_feats))
-    save_manifest(with_feats, out_dir / "cuts_with_feats.jsonl.gz")
-    (out_dir / "feature_config.json").write_text(__import__("json").dumps(asdict(cfg), indent=2))
-    return with_feats
+    config_path = out_dir / FEATURE_CONFIG_FILE
+    wanted = asdict(cfg)
+    if config_path.exists():
+        have = json.loads(config_path.read_text(encoding="utf-8"))
+        if have != wanted:
+            raise FeatureStoreError(
+                f"{config_path} records another feature config ({have}) than this request ({wanted}); "
+                "use another out_dir, or delete that folder to recompute")
+    else:
+        tmp = config_path.with_name(config_path.name + ".partial")
+        tmp.write_text(json.dumps(wanted, indent=2), encoding="utf-8")
+        os.replace(tmp, config_path)
+
+    extractor = make_fbank(cfg)
+    shard_paths = []
+    for i, shard in enumerate(_shards(cuts, shard_size)):
+        shard_manifest = out_dir / f"shard-{i:05d}.jsonl.gz"
+        shard_paths.append(shard_manifest)
+        ids = [c.id for c in shard]
+        if shard_manifest.exists():
+            done = [c.id for c in CutSet.from_file(shard_manifest)]
+            if done != ids:
+                raise FeatureStoreError(
+                    f"{shard_manifest} holds other clips than shard {i} of this manifest (first: {done[:1]} vs "
+                    f"{ids[:1]}); these features belong to another manifest or order: use another out_dir")
+            continue
+        stored = CutSet.from_cuts(shard).compute_and_store_features_batch(
+            extractor=extractor,
+            storage_path=out_dir / f"fbank-{i:05d}",  # the writer adds .lca; a half-written one is overwritten
+            batch_duration=batch_duration,
+            num_workers=num_workers,
+            storage_type=LilcomChunkyWriter,
+            overwrite=True,
+        )
+        # the batch extractor may reorder clips; keep the manifest order
+        by_id = {c.id: c for c in stored}
+        save_manifest([by_id[cid] for cid in ids], shard_manifest)
+
+    def joined():
+        for path in shard_paths:
+            yield from CutSet.from_file(path)
+
+    manifest = save_manifest(joined(), out_dir / PRECOMPUTED_MANIFEST)
+    return CutSet.from_jsonl_lazy(manifest)
 
 
 def mel_bin_of_frequency(freq_hz: float, cfg: FeatureConfig | None = None, low_freq: float = 20.0,

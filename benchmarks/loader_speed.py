@@ -75,7 +75,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        stored = precompute_features(cuts, Path(tmp) / "feats", num_workers=1)
+        stored = precompute_features(cuts, Path(tmp) / "feats", num_workers=1).to_eager()
         precompute_s = time.perf_counter() - t0
         archive = sum(p.stat().st_size for p in (Path(tmp) / "feats").rglob("*") if p.is_file())
         print(f"precompute (1 worker): {precompute_s:.1f} s = {hours * 3600 / precompute_s:.0f} audio-s/s; "

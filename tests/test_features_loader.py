@@ -160,7 +160,7 @@ def _repoint(cut, path):
 
 def test_precomputed_features_match_on_the_fly(cuts, tmp_path):
     few = cuts.subset(first=6)
-    stored = precompute_features(few, tmp_path, num_workers=0)
+    stored = precompute_features(few, tmp_path, num_workers=0).to_eager()
     assert all(c.has_features for c in stored)
     cfg = LoaderConfig(max_duration=100.0, spec_augment=False, shuffle=False)
     a = next(iter(make_dataloader(stored, cfg, train=False)))
@@ -170,6 +170,55 @@ def test_precomputed_features_match_on_the_fly(cuts, tmp_path):
     assert torch.equal(a["feature_lens"], b["feature_lens"])
     valid = b["features"] != 0
     assert torch.allclose(a["features"][valid], b["features"][valid], atol=0.1)  # lilcom is lossy
+
+
+def test_precompute_resumes_by_shard_and_refuses_foreign_work(cuts, tmp_path):
+    """Shards of 2 clips: a rerun after an interruption recomputes only the unfinished shard; the joined manifest
+    keeps the input order; a folder made with another feature config or for other clips is refused, untouched."""
+    import os
+
+    from audiolp.features import FeatureStoreError
+
+    few = cuts.subset(first=6)
+    first = precompute_features(few, tmp_path, num_workers=0, shard_size=2).to_eager()
+    archives = sorted(p.name for p in tmp_path.glob("fbank-*.lca"))
+    assert archives == ["fbank-00000.lca", "fbank-00001.lca", "fbank-00002.lca"]
+    assert [c.id for c in first] == [c.id for c in few]
+    from audiolp.data.scale import select_scale
+
+    # training on the feature manifest at a scale picks the same clips as on the audio manifest
+    assert [c.id for c in select_scale(first, 3, seed=1)[0]] == [c.id for c in select_scale(few, 3, seed=1)[0]]
+    # An interruption during shard 1: its archive was being written, its manifest never appeared.
+    (tmp_path / "shard-00001.jsonl.gz").unlink()
+    (tmp_path / "fbank-00001.lca").write_bytes(b"half a write")
+    stamps = {n: os.stat(tmp_path / n).st_mtime_ns for n in ("fbank-00000.lca", "fbank-00002.lca")}
+    again = precompute_features(few, tmp_path, num_workers=0, shard_size=2).to_eager()
+    assert {n: os.stat(tmp_path / n).st_mtime_ns for n in stamps} == stamps  # finished shards were not redone
+    assert [c.id for c in again] == [c.id for c in few]
+    for a, b in zip(first, again):
+        assert np.array_equal(a.load_features(), b.load_features())
+
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(FeatureStoreError, match="feature_config.json"):
+        precompute_features(few, tmp_path, FeatureConfig(num_mel_bins=64), num_workers=0, shard_size=2)
+    with pytest.raises(FeatureStoreError, match="shard-00000.jsonl.gz"):
+        precompute_features(cuts.subset(first=7).subset(last=6), tmp_path, num_workers=0, shard_size=2)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_cli_prepare_features(cuts, tmp_path, capsys):
+    from audiolp.cli import main
+    from audiolp.data.schema import load_manifest, save_manifest
+
+    save_manifest(cuts.subset(first=5), tmp_path / "cuts.jsonl.gz")
+    assert main(["prepare", "features", "--data", str(tmp_path / "cuts.jsonl.gz"), "--out", str(tmp_path / "fb"),
+                 "--workers", "0", "--shard-size", "2"]) == 0
+    assert "fbank of 5 clips" in capsys.readouterr().out
+    stored = load_manifest(tmp_path / "fb")  # the folder resolves to its cuts_with_feats manifest
+    assert [c.id for c in stored] == [c.id for c in cuts.subset(first=5)]
+    assert all(c.has_features and c.num_features == 80 for c in stored)
+    with pytest.raises(SystemExit, match="--data"):
+        main(["prepare", "features", "--out", str(tmp_path / "fb2")])
 
 
 def test_source_mixing_follows_weights(cuts):

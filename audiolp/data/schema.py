@@ -122,7 +122,9 @@ def save_manifest(cuts: Iterable[Cut], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".jsonl.gz" if str(path).endswith(".gz") else ".jsonl"
     tmp = path.with_name(path.name + ".partial" + suffix)
-    CutSet.from_cuts(cuts).to_file(tmp)
+    with CutSet.open_writer(tmp) as writer:  # streamed: a lazy manifest never has to fit in memory
+        for cut in cuts:
+            writer.write(cut)
     os.replace(tmp, path)
     return path
 
