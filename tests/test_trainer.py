@@ -339,6 +339,40 @@ def test_sigterm_checkpoints_and_resumes_exactly(corpus, tmp_path, tagging_run, 
     assert json.loads((tmp_path / "run" / "results.json").read_text())["stopped_by_signal"] is None
 
 
+def test_sigterm_to_the_whole_job_with_loader_workers(corpus, tmp_path, tagging_run, monkeypatch):
+    """A scheduler's pre-emption signals every process of the job, DataLoader workers included: the workers ignore
+    it, the trainer finishes the step, checkpoints and shuts them down; the rerun ends where the uninterrupted run
+    ends."""
+    import os
+    import signal
+
+    from safetensors.torch import load_file
+
+    from audiolp.train.trainer import Trainer, train
+
+    original = Trainer.accumulate_gradients
+    workers = []
+
+    def accumulate_with_a_job_signal(self, micro):
+        if self.step == 2:
+            workers.extend(w.pid for w in self.stream._it._workers)  # the live DataLoader workers
+            for pid in workers + [os.getpid()]:
+                os.kill(pid, signal.SIGTERM)
+        return original(self, micro)
+
+    cfg = _resume_cfg(corpus, tmp_path / "run")
+    cfg.loader.num_workers = 1
+    monkeypatch.setattr(Trainer, "accumulate_gradients", accumulate_with_a_job_signal)
+    train(cfg)
+    monkeypatch.setattr(Trainer, "accumulate_gradients", original)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(workers) == 1 and (res["steps"], res["stopped_by_signal"]) == (3, "SIGTERM")
+    train(cfg)
+    a = load_file(str(tagging_run / "checkpoints" / "step-00000008" / "model.safetensors"))
+    b = load_file(str(tmp_path / "run" / "checkpoints" / "step-00000008" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _train_with_sigterm_on_rank_1(cfg, at_step: int):
     """Runs in each spawned rank: only rank 1 receives a SIGTERM, during step ``at_step + 1``."""
     import os
@@ -380,6 +414,82 @@ def test_unreadable_clip_is_skipped_and_counted(tmp_path):
     res = json.loads((train(cfg) / "results.json").read_text())
     assert res["completed"] and res["unreadable_clips"] == 2  # 2 epochs x 1 clip
     assert res["history"][-1]["epoch"] >= 1
+
+
+def test_an_epoch_bounded_run_keeps_its_last_log_window(tmp_path):
+    """The data runs out in the middle of a log window: that window still reaches results.json (loss, audio)."""
+    from audiolp.data.schema import load_manifest
+    from audiolp.train.trainer import train
+
+    manifest = make_corpus(tmp_path / "corpus", per_kind=3)
+    cfg = base_cfg(manifest, tmp_path / "run", "tagging", max_steps=1000, max_epochs=1, log_every=50,
+                   checkpoint_every=1000, loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": False})
+    res = json.loads((train(cfg) / "results.json").read_text())
+    assert res["completed"] and res["steps"] >= 3
+    assert [h["step"] for h in res["history"]] == [res["steps"]] and res["final_loss"] is not None
+    assert math.isclose(res["audio_seconds_total"], sum(c.duration for c in load_manifest(manifest)), rel_tol=1e-9)
+    assert res["history"][0]["items"] == 9
+
+
+@pytest.mark.parametrize("checkpoint_every", [1, 1000])
+def test_raising_max_epochs_on_resume_continues_as_one_run(tmp_path, checkpoint_every):
+    """Train 1 epoch, then rerun with max_epochs=2: the same learning rates (Eden's epoch factor), losses and
+    weights as 2 epochs in one go. checkpoint_every=1: the last checkpoint is the epoch's last step;
+    1000: the checkpoint written after the data ran out, between epochs."""
+    from safetensors.torch import load_file
+
+    from audiolp.train.trainer import train
+
+    manifest = make_corpus(tmp_path / "corpus", per_kind=3)
+    kw = dict(max_steps=1000, log_every=1, checkpoint_every=checkpoint_every, keep_last=100,
+              loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": True},
+              optim={"name": "scaled_adam", "warmup_batches": 0, "eden_lr_epochs": 1.0})
+    train(base_cfg(manifest, tmp_path / "one", "tagging", max_epochs=2, **kw))
+    train(base_cfg(manifest, tmp_path / "two", "tagging", max_epochs=1, **kw))
+    first = json.loads((tmp_path / "two" / "results.json").read_text())
+    train(base_cfg(manifest, tmp_path / "two", "tagging", max_epochs=2, **kw))
+    a, b = (json.loads((tmp_path / d / "results.json").read_text())["history"] for d in ("one", "two"))
+    assert [h["epoch"] for h in a][-1] == 1 and len(a) == 2 * first["steps"]
+    assert [(h["lr"], h["loss"]) for h in b] == [(h["lr"], h["loss"]) for h in a]
+    assert a[first["steps"]]["lr"] < a[first["steps"] - 1]["lr"]  # the second epoch runs at Eden's lower rate
+    last = f"step-{len(a):08d}"
+    wa = load_file(str(tmp_path / "one" / "checkpoints" / last / "model.safetensors"))
+    wb = load_file(str(tmp_path / "two" / "checkpoints" / last / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_clips_too_short_or_without_caption_are_left_out_before_the_start(tmp_path):
+    """A 50 ms clip and a clip whose captions are all blank would stop a run mid-way; they are left out before it
+    starts, named in the log and counted in results.json. Tagging needs no caption and keeps the blank one."""
+    from lhotse.utils import fastcopy
+
+    from audiolp.data.schema import load_manifest
+    from audiolp.train.trainer import load_training_cuts, min_clip_seconds, train
+
+    manifest = make_corpus(tmp_path / "corpus", per_kind=3)
+    cuts = list(load_manifest(manifest))
+    click = tmp_path / "corpus" / "wav" / "click.wav"
+    sf.write(click, (0.5 * np.ones(800)).astype(np.float32), 16000)
+    short = make_caption_cut("click", Recording.from_file(click), ["a short click"], source="synth_click",
+                             domain="sound", labels=["beep"])
+    blank = fastcopy(cuts[0], id="blank", supervisions=[fastcopy(cuts[0].supervisions[0], id="blank", custom={
+        **cuts[0].supervisions[0].custom, "caption": ["  ", ""]})])
+    bad = save_manifest(cuts + [short, blank], tmp_path / "bad.jsonl.gz")
+
+    cfg = base_cfg(bad, tmp_path / "run", "captioning", max_steps=1000, max_epochs=1, checkpoint_every=1000,
+                   loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": False})
+    assert math.isclose(min_clip_seconds(cfg), 0.09)
+    messages = []
+    _, usable, _, left_out = load_training_cuts(cfg, log=messages.append)
+    assert left_out == {"too_short": 1, "no_caption": 1}
+    assert sorted(c.id for c in usable) == sorted(c.id for c in cuts)
+    assert any("click (" in m and str(click) in m for m in messages) and any("blank (" in m for m in messages)
+    tag_cfg = base_cfg(bad, tmp_path / "tag", "tagging")
+    assert load_training_cuts(tag_cfg, log=messages.append)[3] == {"too_short": 1, "no_caption": 0}
+
+    res = json.loads((train(cfg) / "results.json").read_text())  # one whole epoch over the screened manifest
+    assert res["completed"] and res["left_out_clips"] == {"too_short": 1, "no_caption": 1}
+    assert math.isclose(res["audio_seconds_total"], sum(c.duration for c in cuts), rel_tol=1e-9)
 
 
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):

@@ -841,6 +841,8 @@ class Conv2dSubsampling(nn.Module):
 class Zipformer(nn.Module):
     """Conv2d front-end + multi-rate Zipformer stacks. forward(features (N,T,F), lengths (N,)) -> (N,T',D), lengths'."""
 
+    MIN_INPUT_FRAMES = 9  # the conv front-end's (T - 7) // 2 must leave at least one frame
+
     def __init__(self, config: Optional[ZipformerConfig] = None):
         super().__init__()
         cfg = config if config is not None else ZipformerConfig()
@@ -908,8 +910,9 @@ class Zipformer(nn.Module):
         if lengths.shape != (features.shape[0],):
             raise ValueError(f"Zipformer: lengths must have shape ({features.shape[0]},); got {tuple(lengths.shape)}")
         compiling = torch.compiler.is_compiling() if hasattr(torch, "compiler") else False
-        if features.shape[1] < 9 or (not compiling and int(lengths.min()) < 9):
-            raise ValueError("Zipformer needs at least 9 input frames (90 ms) per clip; pad or drop shorter clips")
+        if features.shape[1] < self.MIN_INPUT_FRAMES or (not compiling and int(lengths.min()) < self.MIN_INPUT_FRAMES):
+            raise ValueError(f"Zipformer needs at least {self.MIN_INPUT_FRAMES} input frames (~0.1 s) per clip; pad "
+                             "or drop shorter clips")
         lengths = lengths.to(features.device).long()
         x, emb_lengths = self.encoder_embed(features, lengths)
         x = self.encoder(x, emb_lengths)

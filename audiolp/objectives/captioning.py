@@ -53,6 +53,8 @@ class CaptioningConfig:
 
 
 class CaptioningObjective(nn.Module):
+    requires_captions = True  # the trainer leaves out clips without one before the run starts
+
     def __init__(self, encoder: nn.Module, config: CaptioningConfig | dict | None = None):
         super().__init__()
         cfg = coerce_config(CaptioningConfig, config)

@@ -115,21 +115,73 @@ def derive_label_set(cuts) -> list[str]:
     return labels
 
 
+def min_clip_seconds(cfg: TrainConfig) -> float:
+    """The shortest clip the encoder accepts: lhotse gives a clip round(duration / hop) fbank frames, so one of
+    MIN_INPUT_FRAMES hops always has enough."""
+    from audiolp.models.zipformer import Zipformer
+
+    return Zipformer.MIN_INPUT_FRAMES * cfg.loader.feature_config.frame_shift_s
+
+
+def screen_training_cuts(cuts, needs_captions: bool, min_seconds: float, log=print):
+    """Clips that would stop a run mid-way are left out before it starts: shorter than ``min_seconds`` (the
+    encoder's minimum), or without a non-empty caption when the objective needs one. One pass over the manifest
+    (lazy ones stay lazy). Returns (kept cuts, {reason: count}); each reason is logged with examples (id, file)."""
+    from audiolp.data.schema import clean_captions
+
+    bad: dict[str, list] = {"too_short": [], "no_caption": []}
+    for c in cuts:
+        if c.duration < min_seconds:
+            bad["too_short"].append(c)
+        elif needs_captions and not clean_captions((c.supervisions[0].custom or {}).get("caption")
+                                                   if c.supervisions else None):
+            bad["no_caption"].append(c)
+    counts = {k: len(v) for k, v in bad.items()}
+    if not any(counts.values()):
+        return cuts, counts
+
+    def where(c) -> str:
+        src = c.recording.sources[0].source if getattr(c, "has_recording", False) and c.recording.sources else "?"
+        return f"{c.id} ({src})"
+
+    why = {"too_short": f"shorter than {min_seconds:.3f} s, the encoder's minimum",
+           "no_caption": "without a caption in supervision.custom['caption']"}
+    for reason, items in bad.items():
+        if items:
+            log(f"[audiolp] leaving out {len(items)} clip(s) {why[reason]}: "
+                + ", ".join(where(c) for c in items[:3]) + (", ..." if len(items) > 3 else ""))
+    return cuts.filter(_IdNotIn({c.id for items in bad.values() for c in items})), counts
+
+
+class _IdNotIn:
+    """A picklable cut filter (lhotse's lazy filter may travel to DataLoader workers)."""
+
+    def __init__(self, ids: set[str]):
+        self.ids = ids
+
+    def __call__(self, cut) -> bool:
+        return cut.id not in self.ids
+
+
 def load_training_cuts(cfg: TrainConfig, log=print):
-    """The manifest, cut down to ``cfg.scale`` (nested subsets; small corpora map the paper's scale to the same
-    fraction of PAPER_FULL_PAIRS). Returns (all cuts, training cuts, scale info or None)."""
+    """The manifest without the clips a run cannot use (see ``screen_training_cuts``), cut down to ``cfg.scale``
+    (nested subsets; small corpora map the paper's scale to the same fraction of PAPER_FULL_PAIRS).
+    Returns (all cuts, training cuts, scale info or None, {reason: clips left out})."""
     from audiolp.data.schema import load_manifest
+    from audiolp.objectives import OBJECTIVES
 
     if not cfg.data:
         raise ValueError("TrainConfig.data is empty; give the path of a cut manifest (cuts.jsonl.gz) or Shar dir")
     cuts = load_manifest(cfg.data)
+    needs_captions = getattr(OBJECTIVES[cfg.objective][0], "requires_captions", False)
+    usable, left_out = screen_training_cuts(cuts, needs_captions, min_clip_seconds(cfg), log=log)
     if cfg.scale is None:
-        return cuts, cuts, None
+        return cuts, usable, None, left_out
     from audiolp.data.scale import PAPER_FULL_PAIRS, select_scale
 
-    subset, info = select_scale(cuts, cfg.scale, seed=cfg.seed, reference_total=PAPER_FULL_PAIRS)
+    subset, info = select_scale(usable, cfg.scale, seed=cfg.seed, reference_total=PAPER_FULL_PAIRS)
     log(f"[audiolp] scale {cfg.scale!r}: " + (info.describe() if hasattr(info, "describe") else str(info)))
-    return cuts, subset, info
+    return cuts, subset, info, left_out
 
 
 class EMA:
@@ -239,12 +291,21 @@ class BatchStream:
                 self.epoch += 1
                 self.consumed = 0
                 self.exhausted = self.max_epochs is not None and self.epoch >= self.max_epochs
-                if not self.exhausted:
-                    self.on_new_epoch(self.epoch)
+                # Also at the last epoch: a resume with a larger max_epochs then continues as one long run would.
+                self.on_new_epoch(self.epoch)
                 continue
             self.consumed += 1
             return batch
         return None
+
+    @property
+    def started(self) -> bool:
+        """Whether the current epoch's iterator exists (recorded in checkpoints: see ``Trainer.__init__``)."""
+        return self._it is not None
+
+    def close(self) -> None:
+        """Drop the iterator, which shuts its DataLoader workers down."""
+        self._it = None
 
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -271,6 +332,30 @@ def _stop_signals(trainer: "Trainer"):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _LogWindow:
+    """Sums over the micro-batches since the last log record (this rank's; all-reduced when the window closes)."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)  # sum of weight * loss, kept on the device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss.zero_()
+        self.micro, self.weight, self.audio, self.items, self.skipped = 0, 0.0, 0.0, 0, 0
+        self.logs: dict[str, float] = {}
+        self.t0 = time.perf_counter()
+
+    def add(self, batch: dict, out, weight: float) -> None:
+        self.loss += out.loss.detach().double() * weight
+        self.weight += weight
+        self.micro += 1
+        self.audio += float(batch.get("audio_seconds", 0.0))
+        self.skipped += len(batch.get("skipped_cut_ids", ()))
+        self.items += int(out.num_items)
+        for k, v in (out.logs or {}).items():
+            self.logs[k] = self.logs.get(k, 0.0) + float(v)
 
 
 def _move(batch: dict, device: torch.device) -> dict:
@@ -336,7 +421,7 @@ class Trainer:
         barrier(info)
         self.resume_from = self._resolve_resume()
 
-        all_cuts, cuts, self.scale_info = load_training_cuts(cfg, log=self.log)
+        all_cuts, cuts, self.scale_info, self.left_out_clips = load_training_cuts(cfg, log=self.log)
         self.label_set = None
         if cfg.objective == "tagging":
             self.label_set = (cfg.label_set or cfg.objective_config.get("label_set") or derive_label_set(all_cuts))
@@ -388,7 +473,11 @@ class Trainer:
         self.stream = BatchStream(self.loader, self.epoch, self.consumed, cfg.max_epochs,
                                   on_new_epoch=lambda e: self.scheduler.step_epoch(e),  # e = epochs completed
                                   restored=self.resume_from is not None)
-        self.stream.start()
+        # The epoch's iterator draws from the global RNG when created. A checkpoint taken with the iterator already
+        # made (mid-epoch) restores the RNG after making it; one taken between epochs (the iterator not made yet)
+        # makes it from the restored RNG, as the uninterrupted run would.
+        if self.resume_from is None or self._iterator_started:
+            self.stream.start()
         if rng_state is not None:
             restore_rng(rng_state, self.device)
         else:
@@ -414,6 +503,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.updates = st["ema_updates"]
         self._sampler_state = st["sampler"]
+        self._iterator_started = st.get("iterator_started", True)
         self.log(f"[audiolp] resumed from {path} at step {self.step} (epoch {self.epoch}, batch {self.consumed})")
         return st["rng"][self.info.rank]
 
@@ -426,7 +516,7 @@ class Trainer:
                 "sampler": sampler_position(self.loader.sampler, self.stream.epoch, self.stream.consumed),
                 "scheduler": self.scheduler.state_dict(), "rng": rngs, "history": self.history,
                 "audio_seconds_total": self.audio_seconds_total, "wall_time_s": self.wall_total + self._elapsed(),
-                "unreadable_clips": self.unreadable_clips,
+                "unreadable_clips": self.unreadable_clips, "iterator_started": self.stream.started,
                 "world_size": self.info.world_size, "ema_updates": self.ema.updates if self.ema else 0,
             }
             parts = {"model": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -462,11 +552,16 @@ class Trainer:
         limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
         self.stop_signal, self._stop_agreed = None, False
         with _stop_signals(self):  # kept through the final checkpoint: a second SIGTERM must not cut it short
-            self._loop(limit, set_batch_count, bar)
-            if bar is not None:
-                bar.close()
-            if self._last_saved != self.step:
-                self.save_checkpoint()
+            try:
+                self._loop(limit, set_batch_count, bar)
+                if bar is not None:
+                    bar.close()
+                if self._last_saved != self.step:
+                    self.save_checkpoint()  # before close(): it records whether the epoch's iterator exists
+            finally:
+                # Workers ignore SIGTERM (the loader's worker_init_fn) so that a pre-emption reaches this process
+                # only; they are shut down here, on every exit path.
+                self.stream.close()
         completed = self.step >= cfg.max_steps or self.stream.exhausted
         if self._stop_agreed:
             self.log(f"[audiolp] stopped by a signal after step {self.step}; checkpoint written. Rerun the same "
@@ -480,11 +575,8 @@ class Trainer:
         return self.run_dir
 
     def _loop(self, limit: int, set_batch_count, bar) -> None:
-        cfg, info = self.cfg, self.info
-        win_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # sum of weight * loss
-        win_micro, win_weight, win_audio, win_items, win_skipped = 0, 0.0, 0.0, 0, 0
-        win_logs: dict[str, float] = {}
-        t_win = time.perf_counter()
+        cfg = self.cfg
+        window = _LogWindow(self.device)
         while self.step < limit:
             micro = []
             for _ in range(cfg.grad_accum):
@@ -493,18 +585,11 @@ class Trainer:
                     break
                 micro.append(b)
             if not micro:
-                break  # max_epochs reached
+                break  # max_epochs reached (on every rank at once: lhotse gives each rank the same batch count)
             if set_batch_count is not None:
                 set_batch_count(self.step)
             for batch, out, weight in self.accumulate_gradients(micro):
-                win_loss += out.loss.detach().double() * weight
-                win_weight += weight
-                win_micro += 1
-                win_audio += float(batch.get("audio_seconds", 0.0))
-                win_skipped += len(batch.get("skipped_cut_ids", ()))
-                win_items += int(out.num_items)
-                for k, v in (out.logs or {}).items():
-                    win_logs[k] = win_logs.get(k, 0.0) + float(v)
+                window.add(batch, out, weight)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in self.objective.parameters() if p.requires_grad],
                                                cfg.max_grad_norm)
@@ -521,34 +606,38 @@ class Trainer:
             ckpt_due = self.step % cfg.checkpoint_every == 0 and not done
             # A checkpoint closes the log window too, so that its totals (audio seconds) are whole.
             if self.step % cfg.log_every == 0 or done or ckpt_due:
-                loss_sum, weight_sum, audio, items, skipped = all_reduce_sum(
-                    [float(win_loss.item()), win_weight, win_audio, win_items, win_skipped], info)
-                self.unreadable_clips += int(skipped)
-                dt = time.perf_counter() - t_win
-                loss = loss_sum / max(weight_sum, 1e-12)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss is {loss} at step {self.step} ({cfg.objective}, precision {self.precision}); lower "
-                        f"optim.lr, try precision='fp32', or check the batch data (run_dir {self.run_dir})")
-                self.audio_seconds_total += audio
-                lr = float(self.scheduler.get_last_lr()[0])
-                rec = {"step": self.step, "epoch": self.stream.epoch, "loss": loss, "lr": lr,
-                       "audio_s_per_s": audio / dt if dt > 0 else 0.0, "items": int(items)}
-                # The objective's own logs are this rank's means; its "loss" must not replace the all-rank loss.
-                rec.update({k: v / max(win_micro, 1) for k, v in win_logs.items() if k not in rec})
-                self.history.append(rec)
-                if info.is_main:
-                    self._tb_log(rec)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss:.4f}", audio_s_per_s=f"{rec['audio_s_per_s']:.0f}")
-                win_loss.zero_()
-                win_micro, win_weight, win_audio, win_items, win_skipped = 0, 0.0, 0.0, 0, 0
-                win_logs = {}
-                t_win = time.perf_counter()
+                self._close_window(window, bar)
             if ckpt_due:
                 self.save_checkpoint()
             if self._stop_agreed:
                 break
+        if window.micro:  # the data ran out in the middle of a log window
+            self._close_window(window, bar)
+
+    def _close_window(self, window: "_LogWindow", bar) -> None:
+        """All-reduce the window's sums, append a history record, log it, and start a new window."""
+        cfg, info = self.cfg, self.info
+        loss_sum, weight_sum, audio, items, skipped = all_reduce_sum(
+            [float(window.loss.item()), window.weight, window.audio, window.items, window.skipped], info)
+        self.unreadable_clips += int(skipped)
+        dt = time.perf_counter() - window.t0
+        loss = loss_sum / max(weight_sum, 1e-12)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss} at step {self.step} ({cfg.objective}, precision {self.precision}); lower "
+                f"optim.lr, try precision='fp32', or check the batch data (run_dir {self.run_dir})")
+        self.audio_seconds_total += audio
+        lr = float(self.scheduler.get_last_lr()[0])
+        rec = {"step": self.step, "epoch": self.stream.epoch, "loss": loss, "lr": lr,
+               "audio_s_per_s": audio / dt if dt > 0 else 0.0, "items": int(items)}
+        # The objective's own logs are this rank's means; its "loss" must not replace the all-rank loss.
+        rec.update({k: v / max(window.micro, 1) for k, v in window.logs.items() if k not in rec})
+        self.history.append(rec)
+        if info.is_main:
+            self._tb_log(rec)
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", audio_s_per_s=f"{rec['audio_s_per_s']:.0f}")
+        window.reset()
 
     def accumulate_gradients(self, micro: list[dict]) -> list[tuple[dict, "ObjectiveOutput", float]]:
         """Forward + backward of one optimizer step's micro-batches on this rank; gradients add up in ``.grad``
@@ -625,6 +714,7 @@ class Trainer:
             "history": self.history,
             "audio_seconds_total": self.audio_seconds_total,
             "unreadable_clips": self.unreadable_clips,  # left out by the loader (see the warnings naming them)
+            "left_out_clips": self.left_out_clips,  # left out before the start (too short, no caption)
             "wall_time_s": self.wall_total,
             "throughput_audio_s_per_s": self.audio_seconds_total / self.wall_total if self.wall_total > 0 else 0.0,
             "peak_memory_bytes": peak,
