@@ -36,8 +36,11 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def trained(tokenizer):
-    """-> (decoder in train mode, frames (4, 30, ENC_DIM), lengths). Trained 40 AdamW steps (with dropout)."""
-    torch.manual_seed(0)
+    """-> (decoder in train mode, frames (4, 30, ENC_DIM), lengths). Trained 40 AdamW steps (with dropout).
+
+    Deliberately only part-trained: the beams must still disagree, or the reorder test below has nothing to see.
+    Seed 2 gives such a state with the per-layer independent init (seed 0 did with the old, copied layers)."""
+    torch.manual_seed(2)
     dec = CaptionDecoder(ENC_DIM, TINY_DEC, tokenizer)
     frames = torch.randn(4, max(MEM_LENS), ENC_DIM)
     lens = torch.tensor(MEM_LENS)
@@ -52,6 +55,43 @@ def trained(tokenizer):
         loss.backward()
         opt.step()
     return dec, frames, lens
+
+
+LAYER_KEYS = ["self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
+              "self_attn.out_proj.bias", "multihead_attn.in_proj_weight", "multihead_attn.in_proj_bias",
+              "multihead_attn.out_proj.weight", "multihead_attn.out_proj.bias", "linear1.weight", "linear1.bias",
+              "linear2.weight", "linear2.bias", "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias",
+              "norm3.weight", "norm3.bias"]
+
+
+def test_decoder_layers_start_independent_and_construction_is_seeded(tokenizer):
+    """nn.TransformerDecoder deep-copies one layer; every layer must get its own random initial weights, with
+    the state_dict layout unchanged and the same weights for the same seed."""
+    cfg = DecoderConfig(num_layers=3, d_model=32, num_heads=2, ffn_dim=64, max_positions=16)
+    torch.manual_seed(7)
+    a = CaptionDecoder(ENC_DIM, cfg, tokenizer)
+    torch.manual_seed(7)
+    b = CaptionDecoder(ENC_DIM, cfg, tokenizer)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert {k for k in sa if k.startswith("layers.")} == {f"layers.layers.{i}.{n}" for i in range(3)
+                                                            for n in LAYER_KEYS}
+    # Every random tensor (weights and the Linear biases; LayerNorm and attention biases start at 1/0 by design)
+    # differs between every pair of layers.
+    random = [n for n in LAYER_KEYS if n.endswith("weight") and not n.startswith("norm")] + ["linear1.bias",
+                                                                                              "linear2.bias"]
+    for n in random:
+        ws = [sa[f"layers.layers.{i}.{n}"] for i in range(3)]
+        for i in range(3):
+            for j in range(i + 1, 3):
+                assert not torch.equal(ws[i], ws[j]), (n, i, j)
+        # Same default-init scale as before the fix: std of U(-b, b) with b = 1/sqrt(fan_in) (Linear default)
+        # or xavier (in_proj); never zero, never wildly different between layers.
+        stds = torch.stack([w.float().std() for w in ws])
+        assert (stds > 0).all() and stds.max() / stds.min() < 1.3, (n, stds)
+    torch.manual_seed(8)
+    assert not torch.equal(CaptionDecoder(ENC_DIM, cfg, tokenizer).state_dict()["layers.layers.0.linear1.weight"],
+                           sa["layers.layers.0.linear1.weight"])
 
 
 def test_cached_generation_equals_full_recompute(trained):

@@ -370,6 +370,36 @@ def test_contrastive_options_siglip_learnable_temperature_trainable_text(data):
     assert all(p.grad is not None for p in frozen.text_proj.parameters())
 
 
+def test_learnable_temperature_past_the_bound_keeps_its_gradient(data):
+    """Straight-through clamp: past log(1/min_temperature) the scale used is the bound, yet the parameter still gets
+    the gradient it would get at the bound (a plain clamp gave exactly 0, so it could never come back)."""
+    cfg = ContrastiveConfig(proj_dim=16, max_text_tokens=8, learnable_temperature=True, temperature=0.07,
+                            min_temperature=0.05)
+    obj = build_objective("contrastive", tiny_encoder(0), cfg).eval()  # eval: no dropout, identical passes
+    batch, bound = data["train"][0], math.log(1.0 / 0.05)
+
+    def run(value):
+        with torch.no_grad():
+            obj.log_logit_scale.fill_(value)
+        obj.zero_grad()
+        out = obj(batch, step=0)
+        out.loss.backward()
+        return obj.logit_scale().item(), out.loss.item(), obj.log_logit_scale.grad.item()
+
+    scale_at, loss_at, grad_at = run(bound)
+    scale_past, loss_past, grad_past = run(bound + 0.05)
+    # Forward unchanged: bit-identical to the plain clamp, so the scale and the loss equal those at the bound.
+    assert obj.logit_scale().item() == obj.log_logit_scale.detach().clamp(max=bound).exp().item()
+    assert scale_past == scale_at == pytest.approx(20.0, rel=1e-6)
+    assert loss_past == loss_at
+    assert grad_at != 0.0 and grad_past == pytest.approx(grad_at, rel=1e-5)
+    # Same sign as the truly unclamped gradient at that point (bound lifted): the optimizer can pull it back.
+    obj.config = dataclasses.replace(cfg, min_temperature=1e-6)
+    scale_free, _, grad_free = run(bound + 0.05)
+    assert scale_free == pytest.approx(20.0 * math.exp(0.05), rel=1e-6)
+    assert grad_free != 0.0 and math.copysign(1.0, grad_past) == math.copysign(1.0, grad_free)
+
+
 def test_captioning_trains_uses_audio_and_generates(data, trained_contrastive, tmp_path):
     """Decoder on an encoder initialised from the contrastive run (init_encoder_from, safetensors).
     Measured after 60 steps: held-out mean NLL of the true captions 1.29 vs order-reversed ones (every

@@ -71,6 +71,23 @@ def test_scaled_adam_update_is_relative_to_param_rms():
     assert scalar.item() == pytest.approx(0.5 - 0.01 * 0.1 * 0.1, rel=1e-4)
 
 
+def test_scaled_adam_scalars_never_leave_scalar_max():
+    """The clamp comes after the update: a scalar pushed outwards ends exactly at +-scalar_max, never past it
+    (clamping before the update let the momentum carry it to ~10.1 with scalar_max=10)."""
+    up = nn.Parameter(torch.tensor(9.99))
+    down = nn.Parameter(torch.tensor(-9.99))  # same bucket as ``up``: the stacked copy-back path
+    alone = nn.Parameter(torch.tensor([9.99]))  # a one-element tensor in its own bucket: the in-place view path
+    inside = nn.Parameter(torch.tensor(0.0))
+    opt = ScaledAdam([up, down, alone, inside], lr=1.0, scalar_max=10.0, clipping_scale=None)
+    for _ in range(50):
+        up.grad, down.grad, alone.grad = torch.tensor(-1.0), torch.tensor(1.0), torch.tensor([-1.0])
+        inside.grad = torch.tensor(-1.0)
+        opt.step()
+        assert up.item() <= 10.0 and down.item() >= -10.0 and alone.item() <= 10.0
+    assert (up.item(), down.item(), alone.item()) == (10.0, -10.0, 10.0)
+    assert 0.5 < inside.item() < 10.0  # a scalar inside the range still moves freely
+
+
 def test_scaled_adam_learns_tensor_scale():
     """A tensor whose loss wants it 3x larger grows through the separate scale update (with fixed direction)."""
     torch.manual_seed(0)

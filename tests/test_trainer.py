@@ -486,6 +486,8 @@ def test_clips_too_short_or_without_caption_are_left_out_before_the_start(tmp_pa
     assert any("click (" in m and str(click) in m for m in messages) and any("blank (" in m for m in messages)
     tag_cfg = base_cfg(bad, tmp_path / "tag", "tagging")
     assert load_training_cuts(tag_cfg, log=messages.append)[3] == {"too_short": 1, "no_caption": 0}
+    con_cfg = base_cfg(bad, tmp_path / "con", "contrastive")
+    assert load_training_cuts(con_cfg, log=messages.append)[3] == {"too_short": 1, "no_caption": 1}
 
     res = json.loads((train(cfg) / "results.json").read_text())  # one whole epoch over the screened manifest
     assert res["completed"] and res["left_out_clips"] == {"too_short": 1, "no_caption": 1}

@@ -143,9 +143,12 @@ class CaptionDecoder(nn.Module):
         self.memory_norm = nn.LayerNorm(d)
         self.tok_emb = nn.Embedding(self.vocab_size, d)
         self.pos_emb = nn.Embedding(cfg.max_positions, d)
-        layer = nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.layers = nn.TransformerDecoder(layer, cfg.num_layers)
+        layers = [nn.TransformerDecoderLayer(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout, activation="gelu",
+                                             batch_first=True, norm_first=True) for _ in range(cfg.num_layers)]
+        self.layers = nn.TransformerDecoder(layers[0], cfg.num_layers)
+        # nn.TransformerDecoder deep-copies its one layer, so every layer would start with identical weights; put
+        # the independently initialised layers in place (same module path, so state_dict keys are unchanged).
+        self.layers.layers = nn.ModuleList(layers)
         self.final_norm = nn.LayerNorm(d)
         self.emb_dropout = nn.Dropout(cfg.dropout)
         if cfg.tie_embeddings:

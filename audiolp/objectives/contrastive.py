@@ -144,6 +144,8 @@ def siglip_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tens
 
 
 class ContrastiveObjective(nn.Module):
+    requires_captions = True  # the trainer leaves out clips without one before the run starts
+
     def __init__(self, encoder: nn.Module, config: ContrastiveConfig | dict | None = None):
         super().__init__()
         cfg = coerce_config(ContrastiveConfig, config)
@@ -174,8 +176,12 @@ class ContrastiveObjective(nn.Module):
         return [g for g in groups if g["params"]]
 
     def logit_scale(self) -> torch.Tensor:
-        # Clamped in log space: a learnable temperature never falls below min_temperature.
-        return self.log_logit_scale.clamp(max=math.log(1.0 / self.config.min_temperature)).exp()
+        # Clamped in log space: a learnable temperature never falls below min_temperature. Straight-through: the
+        # value is the clamped one, but the gradient reaches the parameter as if unclamped; a plain clamp would give
+        # it zero gradient once past the bound, so it could never come back. ``s - s.detach()`` is exactly 0, so the
+        # forward value is bit-identical to ``s.clamp(max=...)``.
+        s = self.log_logit_scale
+        return (s.clamp(max=math.log(1.0 / self.config.min_temperature)).detach() + (s - s.detach())).exp()
 
     def embed_audio(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(N, T, 80) features -> L2-normalised (N, proj_dim) audio embeddings."""

@@ -222,8 +222,10 @@ class ScaledAdam(torch.optim.Optimizer):
             delta.add_(g / denom * scale, alpha=-lr * (1.0 - beta1))
         else:
             delta.add_(g / denom, alpha=-lr * group["scalar_lr_scale"] * (1.0 - beta1))
-            p.clamp_(min=-group["scalar_max"], max=group["scalar_max"])
         p.add_(delta)
+        if p[0].numel() == 1:
+            # After the update, so a scalar never ends outside +-scalar_max (clamping first let the step overshoot).
+            p.clamp_(min=-group["scalar_max"], max=group["scalar_max"])
         state["step"] = step + 1
 
     def _size_update(self, group: dict, state: dict, p: Tensor) -> None:
