@@ -45,6 +45,16 @@ class SpecAugmentConfig:
     time_warp_factor: int | None = None
     p: float = 0.9
 
+    def __post_init__(self):
+        # lhotse divides its time-mask budget by the mask count (ZeroDivisionError deep in a DataLoader worker)
+        # and cannot place a mask when the budget is 0: refuse here, naming the field.
+        if self.enabled and self.num_frame_masks < 1:
+            raise ValueError(f"SpecAugmentConfig.num_frame_masks={self.num_frame_masks}; lhotse needs >= 1 time mask "
+                             "(set enabled=False, or spec_augment=False in LoaderConfig, to turn SpecAugment off)")
+        if self.enabled and not 0 < self.max_frames_mask_fraction <= 1:
+            raise ValueError(f"SpecAugmentConfig.max_frames_mask_fraction={self.max_frames_mask_fraction}; "
+                             "give a fraction in (0, 1] of each clip's frames that time masks may cover")
+
 
 def make_fbank(cfg: FeatureConfig | None = None) -> Fbank:
     cfg = cfg or FeatureConfig()
@@ -150,9 +160,13 @@ def precompute_features(cuts: CutSet, out_dir: str | Path, cfg: FeatureConfig | 
         if shard_manifest.exists():
             done = [c.id for c in CutSet.from_file(shard_manifest)]
             if done != ids:
+                at = next((k for k, (a, b) in enumerate(zip(done, ids)) if a != b), min(len(done), len(ids)))
+                have = repr(done[at]) if at < len(done) else "(end)"
+                want = repr(ids[at]) if at < len(ids) else "(end)"
                 raise FeatureStoreError(
-                    f"{shard_manifest} holds other clips than shard {i} of this manifest (first: {done[:1]} vs "
-                    f"{ids[:1]}); these features belong to another manifest or order: use another out_dir")
+                    f"{shard_manifest} holds other clips than shard {i} of this manifest: at position {at} it has "
+                    f"{have} where the manifest has {want} ({len(done)} vs {len(ids)} clips); these features "
+                    "belong to another manifest or order: use another out_dir")
             continue
         stored = CutSet.from_cuts(shard).compute_and_store_features_batch(
             extractor=extractor,

@@ -236,3 +236,137 @@ def test_single_bucket_falls_back_to_plain_duration_batches(cuts):
     batches = list(make_dataloader(cuts, cfg, seed=0))
     assert all(b["audio_seconds"] <= 8.0 + 1e-6 for b in batches)
     assert sorted(cid for b in batches for cid in b["cut_ids"]) == sorted(cuts.ids)
+
+
+def test_loader_workers_ignore_sigterm_so_iteration_survives_preemption_signal(cuts):
+    """SLURM signals the whole process group on pre-emption: the workers must not die of it (the trainer, in the
+    main process, handles the signal and still needs the batches in flight)."""
+    import os
+    import signal
+
+    cfg = LoaderConfig(max_duration=8.0, num_buckets=2, spec_augment=False, num_workers=1)
+    expected = sorted(cid for b in make_dataloader(cuts, LoaderConfig(max_duration=8.0, num_buckets=2,
+                                                                      spec_augment=False), seed=0)
+                      for cid in b["cut_ids"])
+    it = iter(make_dataloader(cuts, cfg, seed=0))
+    try:
+        seen = list(next(it)["cut_ids"])
+        pids = [w.pid for w in it._workers]
+        assert pids
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        for b in it:
+            seen += b["cut_ids"]
+    finally:
+        it._shutdown_workers()
+    assert sorted(seen) == expected
+
+
+def _noise_cut(root, name, seconds, sr=SR):
+    x = (0.3 * np.random.default_rng(0).standard_normal(int(seconds * sr))).astype(np.float32)
+    sf.write(root / f"{name}.wav", x, sr)
+    return make_caption_cut(name, Recording.from_file(root / f"{name}.wav", recording_id=name), ["noise"],
+                            source="s", domain="sound")
+
+
+def test_spec_augment_works_on_each_clips_valid_frames_only(tmp_path):
+    """A 1 s clip next to a 10 s one: its time masks stay within max_frames_mask_fraction of its own 100 frames,
+    the padding stays exactly 0 (masks and time warp never touch it), and a clip too short for a time mask
+    (50 ms) is left as is instead of crashing lhotse."""
+    from audiolp.data.loader import CaptionBatchDataset
+    from audiolp.features import SpecAugmentConfig
+
+    batch_cuts = CutSet.from_cuts([_noise_cut(tmp_path, n, s) for n, s in (("short", 1.0), ("long", 10.0),
+                                                                              ("tiny", 0.05))])
+    ref = CaptionBatchDataset(LoaderConfig(spec_augment=False), train=False)[batch_cuts]
+    i, k = ref["cut_ids"].index("short"), ref["cut_ids"].index("tiny")
+    n, n_tiny = int(ref["feature_lens"][i]), int(ref["feature_lens"][k])
+    assert (n, n_tiny) == (100, 5) and ref["features"].shape[1] == 1000
+    for warp in (None, 20):
+        aug_cfg = SpecAugmentConfig(p=1.0, time_warp_factor=warp)
+        ds = CaptionBatchDataset(LoaderConfig(spec_augment_config=aug_cfg), train=True)
+        fractions = []
+        for epoch in range(15):
+            ds.epoch = epoch
+            b = ds[batch_cuts]
+            assert b["cut_ids"] == ref["cut_ids"]
+            assert torch.all(b["features"][i, n:] == 0) and torch.all(b["features"][k, n_tiny:] == 0)
+            assert torch.equal(b["features"][k], ref["features"][k])
+            if warp is None:  # a whole frame differs only under a time mask
+                fractions.append((b["features"][i, :n] != ref["features"][i, :n]).all(-1).float().mean().item())
+        if warp is None:
+            assert max(fractions) <= aug_cfg.max_frames_mask_fraction + 1 / n
+            assert max(fractions) > 0  # the short clip is augmented too
+
+
+def test_source_weights_must_cover_every_source_and_be_valid(cuts):
+    """Sources are src_a (30 clips) and src_b (10): leaving one out must be explicit, weights finite and >= 0, and a
+    single positive source is that source repeated (lhotse mux needs two)."""
+    from audiolp.data.loader import make_sampler
+
+    with pytest.raises(ValueError, match=r"\['src_b'\].*0 to leave"):
+        mix_sources(cuts, {"src_a": 1.0})
+    with pytest.raises(ValueError, match="src_b"):
+        mix_sources(cuts, {"src_a": 1.0, "src_b": -1.0})
+    with pytest.raises(ValueError, match="src_a"):
+        mix_sources(cuts, {"src_a": float("nan"), "src_b": 1.0})
+    only_a = [c for _, c in zip(range(90), mix_sources(cuts, {"src_a": 1.0, "src_b": 0.0}))]
+    assert len(only_a) == 90 and {c.supervisions[0].custom["source"] for c in only_a} == {"src_a"}
+    sampler = make_sampler(cuts, LoaderConfig(max_duration=8.0, source_weights={"src_a": 2.0, "src_b": 0.0}))
+    batches = [b for _, b in zip(range(5), sampler)]
+    assert len(batches) == 5 and all(c.supervisions[0].custom["source"] == "src_a" for b in batches for c in b)
+
+
+def test_loader_resamples_clips_not_at_the_feature_rate(tmp_path):
+    """A cut straight from a 44.1 kHz file (not through make_caption_cut, which resamples) gets the same fbank as
+    the same tone written at 16 kHz, alone and in a batch with a 16 kHz clip."""
+    from lhotse import SupervisionSegment
+    from lhotse.cut import MonoCut
+
+    from audiolp.data.loader import CaptionBatchDataset
+
+    def tone_cut(name, sr):
+        sf.write(tmp_path / f"{name}.wav", sine(1000.0, 2.0, sr), sr)
+        rec = Recording.from_file(tmp_path / f"{name}.wav", recording_id=name)
+        sup = SupervisionSegment(id=name, recording_id=name, start=0, duration=rec.duration,
+                                 custom={"caption": ["a tone"], "source": "s", "domain": "sound"})
+        return MonoCut(id=name, start=0, duration=rec.duration, channel=0, recording=rec, supervisions=[sup])
+
+    c16, c44 = tone_cut("a16k", SR), tone_cut("b44k", 44_100)
+    assert c44.sampling_rate == 44_100
+    ds = CaptionBatchDataset(LoaderConfig(spec_augment=False), train=False)
+    want = ds[CutSet.from_cuts([c16])]["features"][0]
+    alone = ds[CutSet.from_cuts([c44])]
+    mixed = ds[CutSet.from_cuts([c16, c44])]
+    for got in (alone["features"][0], mixed["features"][mixed["cut_ids"].index("b44k")]):
+        assert got.shape == want.shape == (200, 80)
+        assert int(got.mean(0).argmax()) == int(want.mean(0).argmax()) == pytest.approx(mel_bin_of_frequency(1000), abs=1)
+        # bands that hold energy agree (near-silent bands sit at the log floor, where resampling noise dominates;
+        # the first and last frames see the resampling filter's edges)
+        loud = want.mean(0) > -10
+        assert int(loud.sum()) >= 10
+        assert torch.allclose(got[2:-2, loud], want[2:-2, loud], atol=0.3)
+
+
+def test_spec_augment_config_rejects_zero_time_masks():
+    from audiolp.features import SpecAugmentConfig, build_spec_augment
+
+    with pytest.raises(ValueError, match="num_frame_masks.*enabled=False"):
+        SpecAugmentConfig(num_frame_masks=0)
+    with pytest.raises(ValueError, match="num_frame_masks"):
+        LoaderConfig(spec_augment_config={"num_frame_masks": 0})
+    with pytest.raises(ValueError, match="max_frames_mask_fraction"):
+        SpecAugmentConfig(max_frames_mask_fraction=0.0)
+    assert build_spec_augment(SpecAugmentConfig(enabled=False, num_frame_masks=0)) is None
+
+
+def test_precompute_names_first_differing_clip_of_a_foreign_shard(cuts, tmp_path):
+    from audiolp.features import FeatureStoreError
+
+    few = cuts.subset(first=3)
+    precompute_features(few, tmp_path, num_workers=0, shard_size=3)
+    other = CutSet.from_cuts([cuts[0], cuts[1], cuts[5]])
+    with pytest.raises(FeatureStoreError, match=r"shard-00000.jsonl.gz.*position 2.*'c02'.*'c05'.*\(3 vs 3 clips\)"):
+        precompute_features(other, tmp_path, num_workers=0, shard_size=3)
+    with pytest.raises(FeatureStoreError, match=r"position 2.*'c02'.*\(end\).*\(3 vs 2 clips\)"):
+        precompute_features(cuts.subset(first=2), tmp_path, num_workers=0, shard_size=3)

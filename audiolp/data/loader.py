@@ -15,14 +15,16 @@ Unreadable audio (a missing, truncated or corrupt file) is skipped with a warnin
 SpecAugment draws come from a generator seeded by (seed, epoch, the batch's cut ids), not from the process-wide
 RNG: the same batch gets the same masks whichever process builds it (main process or a DataLoader worker, rank 0 or
 rank 1) and however many batches came before, so a resumed run with workers, and DDP splits, augment exactly like an
-uninterrupted single-process run.
+uninterrupted single-process run. Each clip is augmented over its own frames only (padding stays 0).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import logging
+import math
 import random
+import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,6 +98,12 @@ class CaptionBatchDataset(Dataset):
 
     def _features(self, cuts: CutSet) -> tuple[torch.Tensor, torch.Tensor, CutSet, list[str]]:
         strategy = self._strategy(cuts)
+        if strategy is self._on_the_fly:
+            # lhotse extracts with the fbank's configured rate whatever the audio's rate (wrong mel bands), and a
+            # batch of mixed rates fails an assertion: bring every clip to the feature rate first.
+            sr = self.cfg.feature_config.sampling_rate
+            if any(c.sampling_rate != sr for c in cuts):
+                cuts = CutSet.from_cuts(c if c.sampling_rate == sr else c.resample(sr) for c in cuts)
         if strategy is not self._on_the_fly or not self.cfg.skip_unreadable:
             feats, lens = strategy(cuts)
             return feats, lens, cuts, []
@@ -126,8 +134,7 @@ class CaptionBatchDataset(Dataset):
         frame_idx = torch.arange(feats.shape[1]).unsqueeze(0)
         feats = feats.masked_fill((frame_idx >= lens.unsqueeze(1)).unsqueeze(-1), 0.0)
         if self.spec_augment is not None:
-            with _seeded_rng(batch_seed(self.seed, self.epoch, [c.id for c in cuts])):
-                feats = self.spec_augment(feats)
+            feats = self._augment(feats, lens, [c.id for c in cuts])
         return {
             "features": feats,
             "feature_lens": lens,
@@ -139,6 +146,34 @@ class CaptionBatchDataset(Dataset):
             "audio_seconds": float(sum(c.duration for c in cuts)),
             "skipped_cut_ids": skipped,
         }
+
+    def _augment(self, feats: torch.Tensor, lens: torch.Tensor, cut_ids: list[str]) -> torch.Tensor:
+        """SpecAugment each clip over its own frames only: lhotse takes the mask value (the mean) and the time-mask
+        budget from the length it is given, so on the padded batch short clips would be masked far beyond
+        max_frames_mask_fraction, and masks or time warp would write into (and read from) the zero padding."""
+        # lhotse cannot fit a time mask in fewer frames than this (it fails on an empty mask range).
+        min_frames = math.ceil(1.0 / self.cfg.spec_augment_config.max_frames_mask_fraction)
+        feats = feats.clone()
+        # One thread, as in a DataLoader worker: the mask value is a mean whose float rounding depends on how torch
+        # splits the reduction, and the same batch must get bit-identical masks in the main process and a worker.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with _seeded_rng(batch_seed(self.seed, self.epoch, cut_ids)):
+                for i, n in enumerate(lens.tolist()):
+                    if n >= min_frames:  # shorter clips (< ~70 ms at the defaults) are left unaugmented
+                        feats[i, :n] = self.spec_augment(feats[i:i + 1, :n])[0]
+        finally:
+            torch.set_num_threads(threads)
+        return feats
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: on pre-emption SLURM signals the whole process group; the main process's trainer
+    handles SIGTERM/SIGUSR1 (stops, checkpoints, shuts the loader down), but the default action of either signal
+    would kill a worker first and break the iteration the trainer still needs. Module-level so it pickles."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def batch_seed(seed: int, epoch: int, cut_ids: list[str]) -> int:
@@ -171,10 +206,20 @@ def mix_sources(cuts: CutSet, weights: dict[str, float], seed: int = 0) -> CutSe
     unknown = sorted(set(weights) - set(by_source))
     if unknown:
         raise ValueError(f"source_weights names {unknown}, not in the manifest; its sources are {sorted(by_source)}")
-    names = [s for s in sorted(by_source) if weights.get(s, 0) > 0]
+    # A source left out of the weights would silently never be trained on: make leaving one out explicit.
+    missing = sorted(set(by_source) - set(weights))
+    if missing:
+        raise ValueError(f"source_weights gives no weight to the manifest's source(s) {missing}; give every source "
+                         f"a weight (0 to leave one out of training on purpose); sources: {sorted(by_source)}")
+    for s, w in weights.items():
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"source_weights[{s!r}]={w}; give a finite weight >= 0 (0 leaves the source out)")
+    names = [s for s in sorted(by_source) if weights[s] > 0]
     if not names:
         raise ValueError("source_weights gives no positive weight to any source in the manifest")
     parts = [CutSet.from_cuts(by_source[s]).repeat() for s in names]
+    if len(parts) == 1:  # lhotse mux needs two streams; one source is just that source, forever
+        return parts[0]
     return CutSet.mux(*parts, weights=[weights[s] for s in names], seed=seed)
 
 
@@ -221,4 +266,5 @@ def make_dataloader(cuts: CutSet, cfg: LoaderConfig | None = None, seed: int = 0
         num_workers=cfg.num_workers,
         persistent_workers=False,
         pin_memory=pin_memory,
+        worker_init_fn=_ignore_stop_signals,
     )
