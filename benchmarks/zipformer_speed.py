@@ -1,6 +1,7 @@
 """Zipformer speed / memory / FLOPs benchmark (not a test).
 
-Measures, for each model size, with clips of --seconds seconds (fbank frames = 100*s - 2, as lhotse gives for 16 kHz):
+Measures, for each model size, with clips of --seconds seconds (100*s - 2 fbank frames: Kaldi framing without edge
+padding; the loader's lhotse framing gives 100*s, the same 248 output frames for 10 s):
 - forward throughput (eval, no_grad) and forward+backward throughput (train mode, regularisers off), in seconds of
   audio processed per wall-clock second;
 - peak memory: CUDA max_memory_allocated on GPU, peak process RSS on CPU (each model runs in its own subprocess
