@@ -398,7 +398,11 @@ class Trainer:
         ckpt = latest_checkpoint(self.ckpt_root) if self.ckpt_root.exists() else None
         saved_path = self.run_dir / "config.json"
         if ckpt is not None and saved_path.exists():
-            saved = TrainConfig.load(saved_path)
+            try:
+                saved = TrainConfig.load(saved_path)
+            except ValueError as e:  # e.g. written by an audiolp version with other config fields
+                raise ValueError(f"{self.run_dir} holds a run whose {saved_path.name} this audiolp cannot read ({e}); "
+                                 "use a new run_dir, or the audiolp version that started that run") from e
             if self.cfg.label_set is None and saved.label_set is not None:
                 self.cfg.label_set = saved.label_set  # it was derived from the manifest on the first start
             bad = {k: v for k, v in saved.diff(self.cfg).items() if k not in RESUMABLE_CHANGES}
