@@ -502,6 +502,41 @@ def test_clips_too_short_or_without_caption_are_left_out_before_the_start(tmp_pa
     assert math.isclose(res["audio_seconds_total"], sum(c.duration for c in cuts), rel_tol=1e-9)
 
 
+@pytest.mark.parametrize("objective", ["tagging", "captioning"])
+def test_a_batch_whose_only_clip_is_unreadable_is_stepped_over(tmp_path, objective):
+    """Batches of one clip (max 1.5 s of 9 clips of 1.0-1.2 s); one file corrupted after the manifest was built. Its
+    batch comes out empty: the step forwards a stand-in with weight 0 and does not update; the run goes on, counts
+    the clip, and logs only the clips that were read."""
+    from audiolp.data.schema import load_manifest
+    from audiolp.train.trainer import train
+
+    manifest = make_corpus(tmp_path / "corpus", per_kind=3)
+    (tmp_path / "corpus" / "wav" / "hum1.wav").write_bytes(b"not audio at all")
+    cfg = base_cfg(manifest, tmp_path / "run", objective, max_steps=1000, max_epochs=1, checkpoint_every=1000,
+                   loader={"max_duration": 1.5, "num_buckets": 1, "spec_augment": False})
+    res = json.loads((train(cfg) / "results.json").read_text())
+    durations = {c.id: c.duration for c in load_manifest(manifest)}
+    assert res["completed"] and res["steps"] == 9 and res["unreadable_clips"] == 1  # 9 clips, one per batch
+    assert len(res["history"]) == 8 and sum(h["items"] for h in res["history"]) == 8  # the empty step: no record
+    assert math.isclose(res["audio_seconds_total"], sum(durations.values()) - durations["hum1"], rel_tol=1e-9)
+    assert all(math.isfinite(h["loss"]) for h in res["history"])
+
+
+def test_an_unreadable_single_clip_batch_on_one_of_two_ranks(tmp_path):
+    """Under DDP the rank with the empty batch still joins the gradient all-reduce (its stand-in has weight 0)."""
+    from audiolp.train.distributed import spawn_local
+    from audiolp.train.trainer import train
+
+    manifest = make_corpus(tmp_path / "corpus", per_kind=4)
+    (tmp_path / "corpus" / "wav" / "hum1.wav").write_bytes(b"not audio at all")
+    cfg = base_cfg(manifest, tmp_path / "run", "tagging", max_steps=1000, max_epochs=1, checkpoint_every=1000,
+                   loader={"max_duration": 1.5, "num_buckets": 1, "spec_augment": False})
+    spawn_local(train, 2, cfg, threads_per_proc=1)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["completed"] and res["world_size"] == 2 and res["unreadable_clips"] == 1
+    assert res["steps"] == 6 and sum(h["items"] for h in res["history"]) == 11  # 12 clips, 2 per step, 1 unread
+
+
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):
     import audiolp
     from audiolp.data.loader import LoaderConfig, make_dataloader

@@ -10,7 +10,8 @@ A batch is a dict:
   skipped_cut_ids list[str]              clips of the sampled batch whose audio could not be read (left out)
 
 Unreadable audio (a missing, truncated or corrupt file) is skipped with a warning naming the clip and its file
-(``LoaderConfig.skip_unreadable``, on by default); a batch in which no clip can be read is an error.
+(``LoaderConfig.skip_unreadable``, on by default); a batch in which no clip can be read comes out empty (no clip,
+its ids in ``skipped_cut_ids``), and the trainer steps over it.
 
 SpecAugment draws come from a generator seeded by (seed, epoch, the batch's cut ids), not from the process-wide
 RNG: the same batch gets the same masks whichever process builds it (main process or a DataLoader worker, rank 0 or
@@ -120,14 +121,15 @@ class CaptionBatchDataset(Dataset):
             where = getattr(getattr(c, "recording", None), "sources", None)
             where = where[0].source if where else "?"
             log.warning("skipping clip %r: its audio could not be read (%s)", c.id, where)
-        if not ok_ids:
-            raise RuntimeError(f"no clip of this batch could be read ({', '.join(c.id for c in bad[:5])}, ...); "
-                               "check the audio files the manifest points to") from cause
+        if not ok_ids:  # e.g. a long track alone in its batch: an empty batch, not the end of the run
+            return None, None, [], [c.id for c in bad]
         return feats, lens, ok, [c.id for c in bad]
 
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
         feats, lens, cuts, skipped = self._features(cuts)
+        if feats is None:
+            return empty_batch(skipped, self.cfg.feature_config.num_mel_bins)
         feats = feats.float()
         lens = lens.long()
         # lhotse pads with log(eps); zero padding keeps padded frames neutral for models that mask imperfectly.
@@ -166,6 +168,13 @@ class CaptionBatchDataset(Dataset):
         finally:
             torch.set_num_threads(threads)
         return feats
+
+
+def empty_batch(skipped_cut_ids: list[str], num_mel_bins: int = 80) -> dict:
+    """A batch without clips: every clip the sampler chose was unreadable (their ids in ``skipped_cut_ids``)."""
+    return {"features": torch.zeros(0, 0, num_mel_bins), "feature_lens": torch.zeros(0, dtype=torch.long),
+            "captions": [], "labels": [], "sources": [], "domains": [], "cut_ids": [], "audio_seconds": 0.0,
+            "skipped_cut_ids": list(skipped_cut_ids)}
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:

@@ -343,16 +343,19 @@ class _LogWindow:
 
     def reset(self) -> None:
         self.loss.zero_()
-        self.micro, self.weight, self.audio, self.items, self.skipped = 0, 0.0, 0.0, 0, 0
+        self.micro, self.logged, self.weight, self.audio, self.items, self.skipped = 0, 0, 0.0, 0.0, 0, 0
         self.logs: dict[str, float] = {}
         self.t0 = time.perf_counter()
 
     def add(self, batch: dict, out, weight: float) -> None:
+        self.micro += 1  # every micro-batch, so that all ranks agree on whether a window is open
+        self.skipped += len(batch.get("skipped_cut_ids", ()))
+        if not _num_clips(batch):  # the stand-in of an all-unreadable batch: nothing to log
+            return
+        self.logged += 1
         self.loss += out.loss.detach().double() * weight
         self.weight += weight
-        self.micro += 1
         self.audio += float(batch.get("audio_seconds", 0.0))
-        self.skipped += len(batch.get("skipped_cut_ids", ()))
         self.items += int(out.num_items)
         for k, v in (out.logs or {}).items():
             self.logs[k] = self.logs.get(k, 0.0) + float(v)
@@ -597,7 +600,8 @@ class Trainer:
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in self.objective.parameters() if p.requires_grad],
                                                cfg.max_grad_norm)
-            self.optimizer.step()
+            if self._step_weight > 0:  # not when no clip of the whole global batch could be read
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             self.scheduler.step_batch(self.step)  # batches done
@@ -624,18 +628,21 @@ class Trainer:
         loss_sum, weight_sum, audio, items, skipped = all_reduce_sum(
             [float(window.loss.item()), window.weight, window.audio, window.items, window.skipped], info)
         self.unreadable_clips += int(skipped)
+        self.audio_seconds_total += audio
+        if weight_sum == 0:  # no clip of the window could be read (on any rank): no loss to log
+            window.reset()
+            return
         dt = time.perf_counter() - window.t0
-        loss = loss_sum / max(weight_sum, 1e-12)
+        loss = loss_sum / weight_sum
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss} at step {self.step} ({cfg.objective}, precision {self.precision}); lower "
                 f"optim.lr, try precision='fp32', or check the batch data (run_dir {self.run_dir})")
-        self.audio_seconds_total += audio
         lr = float(self.scheduler.get_last_lr()[0])
         rec = {"step": self.step, "epoch": self.stream.epoch, "loss": loss, "lr": lr,
                "audio_s_per_s": audio / dt if dt > 0 else 0.0, "items": int(items)}
         # The objective's own logs are this rank's means; its "loss" must not replace the all-rank loss.
-        rec.update({k: v / max(window.micro, 1) for k, v in window.logs.items() if k not in rec})
+        rec.update({k: v / max(window.logged, 1) for k, v in window.logs.items() if k not in rec})
         self.history.append(rec)
         if info.is_main:
             self._tb_log(rec)
@@ -648,20 +655,33 @@ class Trainer:
         (DDP all-reduces on the last micro-batch). Returns (batch, objective output, loss weight) per micro-batch."""
         info = self.info
         weights, step_total = self._micro_weights(micro)
+        self._step_weight = step_total
         done = []
         for i, batch in enumerate(micro):
-            batch = _move(batch, self.device)
+            # A micro-batch whose clips were all unreadable forwards a stand-in with weight 0: this rank still joins
+            # DDP's gradient all-reduce, and the step is the mean over the clips that were read.
+            inputs = _move(batch if _num_clips(batch) else self._stand_in(), self.device)
             last = i == len(micro) - 1
             sync_ctx = self.model.no_sync() if (info.distributed and not last) else contextlib.nullcontext()
             autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
                         else contextlib.nullcontext())
             with sync_ctx:
                 with autocast:
-                    out = self.model(batch, step=self.step)
+                    out = self.model(inputs, step=self.step)
                 # DDP averages gradients over ranks: the world_size factor turns that average into the sum.
-                (out.loss.float() * (weights[i] * info.world_size / step_total)).backward()
+                scale = weights[i] * info.world_size / step_total if step_total > 0 else 0.0
+                (out.loss.float() * scale).backward()
             done.append((batch, out, weights[i]))
         return done
+
+    def _stand_in(self) -> dict:
+        """One second of silence captioned "silence", unlabelled: the input of an empty micro-batch (loss weight 0).
+        Under contrastive DDP the other ranks see it as one extra negative in that step."""
+        frames = int(round(self.cfg.loader.feature_config.frames_per_second))
+        return {"features": torch.zeros(1, frames, self.cfg.loader.feature_config.num_mel_bins),
+                "feature_lens": torch.tensor([frames]), "captions": [["silence"]], "labels": [[]],
+                "sources": ["stand-in"], "domains": ["sound"], "cut_ids": ["stand-in"], "audio_seconds": 0.0,
+                "skipped_cut_ids": []}
 
     def _micro_weights(self, micro: list[dict]) -> tuple[list[float], float]:
         """Each micro-batch's loss weight and the step's total weight over all ranks (see ``loss_weighting``)."""
@@ -670,7 +690,9 @@ class Trainer:
         else:
             # Objectives whose loss is a mean over other units than clips (captioning: tokens) say how many.
             count = getattr(self.objective, "loss_weight", None)
-            weights = [float(count(b, self.step) if count is not None else _num_clips(b)) for b in micro]
+            weights = [float(count(b, self.step) if count is not None else _num_clips(b)) if _num_clips(b) else 0.0
+                       for b in micro]
+        weights = [w if _num_clips(b) else 0.0 for w, b in zip(weights, micro)]  # empty: every clip unreadable
         # The same all-reduce tells every rank whether any of them was asked to stop (it stops after this step).
         total, stops = all_reduce_sum([sum(weights), float(self.stop_signal is not None)], self.info)
         self._stop_agreed = stops > 0
