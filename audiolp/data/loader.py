@@ -53,7 +53,8 @@ class LoaderConfig:
     spec_augment_config: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     # {source: weight}: sources are repeated forever and interleaved by lhotse mux with these weights,
-    # so the loader is infinite and training must be bounded by steps. Empty = one pass per epoch.
+    # so the loader is infinite and training must be bounded by steps. Every source of the manifest needs a weight
+    # (0 leaves it out). Empty = one pass per epoch.
     source_weights: dict[str, float] = field(default_factory=dict)
     # Leave out clips whose audio cannot be read (reported in batch["skipped_cut_ids"] and counted by the trainer)
     # instead of stopping a long run; False = the first unreadable file raises.
