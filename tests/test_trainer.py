@@ -213,6 +213,32 @@ def test_crash_mid_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     ck.remove_stale_temp(root)
     assert not stale.exists()
 
+    # Re-saving step 1 and dying between moving the old copy aside and moving the new one in. An exception: the
+    # old copy goes back at once.
+    real_replace, calls = ck.os.replace, []
+
+    def replace_then_die(a, b):
+        calls.append(b)
+        if len(calls) == 2:  # the second rename of the re-save
+            raise KeyboardInterrupt("simulated crash")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(ck.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ck.write_checkpoint(root, 1, {"model": {"encoder.w": torch.zeros(2, 3)}, "trainer": {"step": 1}})
+    monkeypatch.undo()
+    assert [c.name for c in calls[1:]] == ["step-00000001", "step-00000001"]  # the failed move in, the move back
+    parts = ck.read_checkpoint(ck.latest_checkpoint(root), ("model", "trainer"))
+    assert torch.equal(parts["model"]["encoder.w"], w1["encoder.w"])
+    # A hard kill at the same point leaves the old copy aside and the new one unpublished: the next start puts
+    # the old copy back and removes the rest.
+    real_replace(root / "step-00000001", root / ".tmp-old-step-00000001-999")
+    (root / ".tmp-step-00000001-999").mkdir()
+    ck.remove_stale_temp(root)
+    assert ck.latest_checkpoint(root).name == "step-00000001" and not list(root.glob(".tmp-*"))
+    parts = ck.read_checkpoint(ck.latest_checkpoint(root), ("model", "trainer"))
+    assert torch.equal(parts["model"]["encoder.w"], w1["encoder.w"])  # the old copy, whole
+
     # keep_last pruning keeps the newest ones and never the one `latest` names.
     for s in (4, 5, 6):
         ck.write_checkpoint(root, s, {"model": w1, "trainer": {"step": s}})

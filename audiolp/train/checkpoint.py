@@ -195,11 +195,20 @@ def _write_pointer(root: Path, name: str) -> None:
     _fsync_dir(root)
 
 
+_OLD_PREFIX = ".tmp-old-"
+
+
 def remove_stale_temp(root: Path) -> None:
-    """Temp dirs of checkpoints that a crash interrupted; they are never read, only removed."""
-    if root.exists():
-        for p in root.glob(".tmp-*"):
-            shutil.rmtree(p, ignore_errors=True)
+    """Temp dirs of checkpoints that a crash interrupted are removed, except a re-saved step's previous copy
+    (``.tmp-old-<step>-<pid>``) whose replacement never arrived: that one is put back in place."""
+    if not root.exists():
+        return
+    for p in root.glob(_OLD_PREFIX + "*"):
+        final = root / p.name[len(_OLD_PREFIX):].rsplit("-", 1)[0]
+        if not final.exists() and (p / "COMPLETE.json").exists():
+            os.replace(p, final)
+    for p in root.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def write_checkpoint(root: Path, step: int, parts: dict[str, Any]) -> Path:
@@ -215,6 +224,7 @@ def write_checkpoint(root: Path, step: int, parts: dict[str, Any]) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    old = root / f"{_OLD_PREFIX}{step_dir_name(step)}-{os.getpid()}"
     try:
         for name, value in parts.items():
             if name in ("model", "ema"):
@@ -227,7 +237,6 @@ def write_checkpoint(root: Path, step: int, parts: dict[str, Any]) -> Path:
                 os.fsync(f.fileno())
         _fsync_dir(tmp)
         if final.exists():  # re-saving the same step (e.g. a resumed run that stops where it started)
-            old = root / f".tmp-old-{step_dir_name(step)}-{os.getpid()}"
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -235,6 +244,8 @@ def write_checkpoint(root: Path, step: int, parts: dict[str, Any]) -> Path:
             os.replace(tmp, final)
         _fsync_dir(root)
     except BaseException:
+        if old.exists() and not final.exists():  # interrupted between the two renames: the old copy goes back
+            os.replace(old, final)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _write_pointer(root, final.name)
