@@ -49,6 +49,21 @@ def test_balancer_alone_repairs_violating_channels():
     assert float(x.detach()[:, 1].pow(2).mean().sqrt()) > 0.2
 
 
+def test_balancer_raises_a_dead_all_negative_channel():
+    """All values negative and tiny: the sign push (raise x) and the size push (grow |x|, i.e. lower x) must not
+    cancel; the sign push wins, so every element of the channel gets a gradient that raises it."""
+    x = torch.nn.Parameter(-0.1 * torch.rand(200, 2) - 0.01)
+    x.data[:, 1] = torch.randn(200)  # a healthy channel beside it
+    bal = _on(Balancer(2, min_positive=0.3, max_positive=0.95, min_abs=0.75, max_abs=10.0, grad_scale=0.04,
+                       prob=1.0))
+    g = torch.zeros(200, 2) + 1e-3  # a small task gradient: the push is a fraction of |g|
+    bal(x).backward(g)
+    extra = x.grad - g
+    assert torch.all(extra[:, 0] < 0)  # descent (x -= lr * grad) raises every element of the dead channel
+    assert torch.allclose(extra[:, 0], torch.full((200,), -0.04e-3), rtol=1e-5)  # the full sign push
+    assert torch.all(extra[:, 1] == 0)
+
+
 def test_whitening_metric_of_white_and_rank_one_data():
     torch.manual_seed(0)
     white = torch.randn(20_000, 16)

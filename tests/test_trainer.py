@@ -112,6 +112,11 @@ def test_config_json_round_trip_and_errors(tmp_path):
     assert isinstance(cfg.optim, OptimConfig) and cfg.optim.betas == (0.9, 0.98)
     back = TrainConfig.load(cfg.save(tmp_path / "config.json"))
     assert back == cfg and back.to_json() == cfg.to_json()
+    # A tuple given from Python comes back from JSON as a list: the same config, so a resume must accept it.
+    tup = base_cfg(Path("m.jsonl.gz"), tmp_path, "tagging", model_overrides={"num_encoder_layers": (1, 1, 1, 1, 1, 1)})
+    assert TrainConfig.load(tup.save(tmp_path / "tuple.json")).diff(tup) == {}
+    assert tup.diff(base_cfg(Path("m.jsonl.gz"), tmp_path, "tagging"))["model_overrides.num_encoder_layers"] == (
+        [1, 1, 1, 1, 1, 1], None)
     with pytest.raises(ValueError, match="max_step"):
         TrainConfig.from_dict({"max_step": 3})
     with pytest.raises(ValueError, match="loader.*max_durationn"):

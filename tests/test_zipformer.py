@@ -183,6 +183,27 @@ def test_every_parameter_gets_a_gradient():
     assert missing == []
 
 
+def test_regularizers_keep_every_trainable_parameter_in_the_graph():
+    """DDP with find_unused_parameters=False (the default) needs a gradient for every trainable parameter in every
+    step: also when a layer skips its positional scores (rate 0.5 at batch 0), and with the unused (frozen)
+    icefall bypass_scale held for key parity."""
+    m = _tiny(regularizers=True, include_unused_bypass_scale=True)
+    m.train()
+    m.set_batch_count(0)
+    frozen = [n for n, p in m.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.endswith(".bypass_scale") and ".layers." in n for n in frozen)
+    for _ in range(8):  # 4 attention layers x 8 steps at a 0.5 skip rate: a step without a skip is ~1 in 256
+        m.zero_grad(set_to_none=True)
+        y, _ = m(torch.randn(2, 120, 80), torch.tensor([120, 100]))
+        y.sum().backward()
+        assert [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_lengths_beyond_the_time_axis_are_an_error():
+    with pytest.raises(ValueError, match="lengths go up to 200 but features have 120 frames"):
+        _tiny()(torch.randn(2, 120, 80), torch.tensor([120, 200]))
+
+
 def test_regularizers_schedule_and_training_step():
     m = _tiny(regularizers=True)
     m.train()

@@ -69,6 +69,9 @@ class _BalancerFunction(_GradientOnly):
         too_big = torch.log(rms / max_abs).clamp(0.0, 1.0) if max_abs > 0 else torch.zeros_like(rms)
         too_small = torch.log(min_abs / rms).clamp(0.0, 1.0) if min_abs > 0 else torch.zeros_like(rms)
         size_push = (too_big - too_small) * torch.sign(xf)
+        # Where the size push opposes the sign push (a dead, all-negative channel: "grow |x|" pushes x further down
+        # while the sign push raises it) the two would cancel element by element; the sign push wins.
+        size_push = torch.where(sign_push * size_push < 0, torch.zeros_like(size_push), size_push)
         gf = g.float()
         # The push is a fixed small fraction (grad_scale) of the task gradient's magnitude at each element, so it
         # never dominates the task and vanishes where the task gradient does; healthy channels get exactly zero.

@@ -475,6 +475,10 @@ class RelPositionMultiheadAttentionWeights(nn.Module):
                 flat = pos_scores.reshape(N, H, T * (2 * T - 1))
                 pos_scores = flat[..., T - 1: T - 1 + T * (2 * T - 2)].reshape(N, H, T, 2 * T - 2)[..., :T]
             scores = scores + pos_scores
+        else:
+            # Skipped: a zero term keeps linear_pos in the graph, so DDP with find_unused_parameters=False (the
+            # default) still receives its (zero) gradient instead of failing at the next step.
+            scores = scores + 0.0 * self.linear_pos.weight.sum()
 
         scores = self.score_penalty(scores)
         if key_padding_mask is not None:
@@ -589,7 +593,8 @@ class Zipformer2EncoderLayer(nn.Module):
         self.conv_module2 = ConvolutionModule(embed_dim, cnn_module_kernel)
         if include_unused_bypass_scale:
             # icefall keeps this never-used parameter ("TODO: remove it"); only for parameter-count/key parity.
-            self.bypass_scale = nn.Parameter(torch.full((embed_dim,), 0.5))
+            # Frozen: it never gets a gradient, and DDP (find_unused_parameters=False) must not wait for one.
+            self.bypass_scale = nn.Parameter(torch.full((embed_dim,), 0.5), requires_grad=False)
         self.norm = BiasNorm(embed_dim)
         # Module-skip schedules (icefall values), active only with regularizers in training.
         self.attention_skip_rate = Schedule((0.0, 0.2), (4000.0, 0.05), (16000.0, 0.0))
@@ -910,6 +915,9 @@ class Zipformer(nn.Module):
         if lengths.shape != (features.shape[0],):
             raise ValueError(f"Zipformer: lengths must have shape ({features.shape[0]},); got {tuple(lengths.shape)}")
         compiling = torch.compiler.is_compiling() if hasattr(torch, "compiler") else False
+        if not compiling and int(lengths.max()) > features.shape[1]:
+            raise ValueError(f"Zipformer: lengths go up to {int(lengths.max())} but features have {features.shape[1]} "
+                             "frames; give lengths in fbank frames (not samples or seconds)")
         if features.shape[1] < self.MIN_INPUT_FRAMES or (not compiling and int(lengths.min()) < self.MIN_INPUT_FRAMES):
             raise ValueError(f"Zipformer needs at least {self.MIN_INPUT_FRAMES} input frames (~0.1 s) per clip; pad "
                              "or drop shorter clips")

@@ -127,7 +127,8 @@ class TrainConfig:
 
     def diff(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ, nested ones dotted ("loader.num_workers"): {name: (self's, other's)}."""
-        a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
+        # Through JSON, as the saved copy went: a tuple given from Python equals the list read back.
+        a, b = (_flatten(json.loads(json.dumps(c.to_dict()))) for c in (self, other))
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
