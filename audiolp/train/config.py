@@ -58,9 +58,9 @@ class TrainConfig:
     precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; bf16 = autocast without a grad scaler
     ema_decay: float = 0.0  # 0 = no EMA of weights
     ema_every: int = 1  # update the EMA every N optimizer steps
-    # True is safe whatever the objective leaves unused (e.g. an HF text model's pooler when [CLS] is read from the
-    # last hidden state, or Zipformer layer skipping); False saves DDP's per-step graph walk when every trainable
-    # parameter gets a gradient in every step.
+    # False (DDP skips its per-step graph walk) needs every trainable parameter in every step's graph: true of the
+    # Zipformer (with its regularizers too) and of the text tower (loaded without its unused pooler). Set True for
+    # a custom module that leaves parameters unused in some steps.
     ddp_find_unused_parameters: bool = False
 
     # Bookkeeping.
