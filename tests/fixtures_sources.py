@@ -255,3 +255,103 @@ MAKERS = {
 def make_all(base: Path) -> dict[str, Path]:
     """Generate every fixture corpus under ``base``; returns {name: root} in the stew's source order."""
     return {name: make(Path(base) / name) for name, make in MAKERS.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Focused fixtures for single behaviours (each in the corpus' published layout)
+def _ramp(path: Path, seconds: float, sr: int = SR) -> None:
+    """A float wav whose sample value is its time in kiloseconds (t / 1000), so a cut's first sample tells
+    where in the file the cut starts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(round(seconds * sr))) / sr
+    subtype = "FLOAT" if path.suffix == ".wav" else "PCM_24"  # flac has no float samples
+    sf.write(path, (t / 1000.0).astype(np.float32), sr, subtype=subtype)
+
+
+MUSICCAPS_HEADER = ["ytid", "start_s", "end_s", "audioset_positive_labels", "aspect_list", "caption", "author_id",
+                    "is_balanced_subset", "is_audioset_eval"]
+AUDIOCAPS_HEADER = ["audiocap_id", "youtube_id", "start_time", "caption"]
+
+
+def make_full_video_copies(base: Path) -> dict[str, Path]:
+    """Corpora whose audio is (partly) the whole YouTube video saved under the bare id, as yt-dlp scripts
+    that skip the trimming step leave it. Each clip's expected cut is in the comments."""
+    mc = base / "musiccaps"
+    _csv(mc / "musiccaps-public.csv", MUSICCAPS_HEADER, [
+        ["-0Gj8-vB1q4", 30, 40, "", "['pop']", "a pop song", 4, "False", "False"],  # 45 s video -> [30, 40)
+        ["k0Gj8-vB1q4", 30, 40, "", "['rock']", "a rock song", 4, "False", "False"],  # 10.5 s file = the clip
+        ["z0Gj8-vB1q4", 100, 110, "", "['jazz']", "a jazz tune", 4, "False", "False"],  # 20 s file: neither
+        ["a0Gj8-vB1q4", 30, 40, "", "['folk']", "a folk song", 4, "False", "False"],  # AudioSet name
+    ])
+    _ramp(mc / "audio" / "-0Gj8-vB1q4.wav", 45.0)
+    _ramp(mc / "audio" / "k0Gj8-vB1q4.wav", 10.5)
+    _ramp(mc / "audio" / "z0Gj8-vB1q4.wav", 20.0)
+    _ramp(mc / "audio" / "Ya0Gj8-vB1q4_30.000_40.000.wav", 10.0)
+
+    ac = base / "audiocaps"
+    _csv(ac / "train.csv", AUDIOCAPS_HEADER, [
+        [1, "--0w1YA1Hm4", 25, "a dog barks"],  # 40 s video -> [25, 35)
+        [2, "-20w1YA1Hm4", 25, "a cat meows"],  # 31 s video ending inside the clip -> [25, 31)
+        [3, "-30w1YA1Hm4", 30, "a bird sings"],  # AudioSet name Y<id>_30.000_40.000
+        [4, "-40w1YA1Hm4", 30, "a car honks"],  # AudioSet segment cut short by the video's end: _30.000_38.000
+        [5, "-50w1YA1Hm4", 0, "wind blows"],  # a 1 s file named by the bare id: the clip itself
+    ])
+    _ramp(ac / "audio" / "--0w1YA1Hm4.wav", 40.0)
+    _ramp(ac / "audio" / "Y-20w1YA1Hm4.wav", 31.0)
+    _ramp(ac / "audio" / "Y-30w1YA1Hm4_30.000_40.000.wav", 10.0)
+    _ramp(ac / "audio" / "Y-40w1YA1Hm4_30.000_38.000.wav", 8.0)
+    _ramp(ac / "audio" / "-50w1YA1Hm4.wav", 1.0)
+
+    asc = base / "audiosetcaps"
+    _csv(asc / "Dataset" / "AudioSetCaps_caption.csv", ["id", "caption"], [
+        ["Y-60w1YA1Hm4", "a horn blows"],  # no time in the id; file in AudioSet naming -> span from the name
+    ])
+    _csv(asc / "Dataset" / "VGGSound_AudioSetCaps_caption.csv", ["id", "caption"], [
+        ["-70w1YA1Hm4_000030", "a train passes"],  # 45 s video under the bare id -> [30, 40)
+    ])
+    _ramp(asc / "audio" / "AudioSet" / "Y-60w1YA1Hm4_20.000_30.000.wav", 10.0)
+    _ramp(asc / "audio" / "VGGSound" / "-70w1YA1Hm4.wav", 45.0)
+
+    wc = base / "wavcaps"
+    p = wc / "json_files" / "AudioSet_SL" / "as_final.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"num_captions_per_audio": 1, "data": [
+        {"id": "Y-80w1YA1Hm4.wav", "caption": "a drill whirs", "audio": "wav_path", "duration": 10.0}]}))
+    _ramp(wc / "audio" / "AudioSet_SL" / "Y-80w1YA1Hm4_10.000_20.000.flac", 10.0)  # AudioSet naming only
+    return {"musiccaps": mc, "audiocaps": ac, "audiosetcaps": asc, "wavcaps": wc}
+
+
+def make_audiocaps_broken_lines(root: Path) -> Path:
+    """AudioCaps 2.0 train.csv as published before cdjkim/audiocaps PR #31: unquoted line breaks inside
+    captions (the continuation is a line of its own), plus empty caption rows."""
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    (root / "train.csv").write_text(
+        "audiocap_id,youtube_id,start_time,caption\n"
+        "39899,IAosP90cdsE,30,an engine chugging loudly with muffled\n"
+        "speech in the background\n"
+        "48170,NWZK4Mm3aNc,0,heavy wind followed by a loud\n"
+        "bang\n"
+        "48171,NWZK4Mm3aNc,0,a bang in the wind\n"
+        "50000,bad\n",  # a real malformed row (2 fields): still reported
+        encoding="utf-8")
+    (root / "val.csv").write_text(
+        "audiocap_id,youtube_id,start_time,caption\n"
+        "1,abcdefghijk,30,a dog barks\n2,abcdefghijk,30,\n3,abcdefghijk,30,dog barking\n"
+        "4,abcdefghijk,30,\n5,abcdefghijk,30,a dog\n"
+        + "".join(f"{10 + i},bbbbbbbbbbb,0,\n" for i in range(5)),  # a clip whose 5 captions are all empty
+        encoding="utf-8")
+    for name in ("IAosP90cdsE_30", "NWZK4Mm3aNc_0", "abcdefghijk_30", "bbbbbbbbbbb_0"):
+        _tone(root / "audio" / f"{name}.wav")
+    return root
+
+
+def make_clotho_nfd(root: Path) -> Path:
+    """A Clotho development split whose csv names a file in NFC while the archive stored it in NFD."""
+    import unicodedata
+
+    name = "Café ambience.wav"
+    header = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
+    _csv(root / "clotho_captions_development.csv", header,
+         [[unicodedata.normalize("NFC", name)] + ["people talk in a cafe"] * 5])
+    _tone(root / "development" / unicodedata.normalize("NFD", name))
+    return root

@@ -280,3 +280,120 @@ def test_jamendo_tracks_unpacked_from_hf_parquet_shards(tmp_path):
     assert (out_dir / "1001.mp3").stat().st_mtime_ns == stamp
     with pytest.raises(FileNotFoundError, match="no .parquet shards"):
         load_source("jamendomaxcaps", F.make_jamendomaxcaps(tmp_path / "plain"), unpack_audio_to=out_dir)
+
+
+# --- clips inside whole videos, AudioSet file naming -------------------------------------------------------
+@pytest.fixture(scope="module")
+def full_videos(tmp_path_factory):
+    return F.make_full_video_copies(tmp_path_factory.mktemp("full_videos"))
+
+
+def _span(cut):
+    """(cut start, duration, first sample) - the ramp fixture's sample value is its time in the file / 1000."""
+    return round(cut.start, 3), round(cut.duration, 3), round(float(cut.load_audio()[0, 0]) * 1000, 2)
+
+
+def test_musiccaps_clip_cut_out_of_whole_video(full_videos):
+    ld = load_source("musiccaps", full_videos["musiccaps"])
+    cuts = {c.id: c for c in ld.cuts}
+    # a 45 s file under the bare id is the video: the 10 s caption gets its 30-40 s, not 45 s from 0
+    assert _span(cuts["musiccaps/-0Gj8-vB1q4_30"]) == (30.0, 10.0, 30.0)
+    # 10.5 s is the clip itself (within the 1 s slack): used from its start
+    assert _span(cuts["musiccaps/k0Gj8-vB1q4_30"]) == (0.0, 10.5, 0.0)
+    # AudioSet's Y<id>_30.000_40.000 name is found; it is the clip
+    assert _span(cuts["musiccaps/a0Gj8-vB1q4_30"]) == (0.0, 10.0, 0.0)
+    assert ld.cut_from_full_media == 1 and ld.summary()["cut_from_full_media"] == 1
+    # 20 s file, clip at 100-110 s: neither the clip nor its video -> reported with file and line, not cut
+    assert "musiccaps/z0Gj8-vB1q4_100" not in cuts
+    assert len(ld.malformed) == 1 and re.search(r"musiccaps-public\.csv:4: audio .*z0Gj8-vB1q4\.wav is 20\.00 s", ld.malformed[0])
+    assert "starts at 100 s" in ld.malformed[0]
+
+
+def test_audiocaps_clip_cut_out_of_whole_video_and_audioset_names(full_videos):
+    ld = load_source("audiocaps", full_videos["audiocaps"])
+    cuts = {c.id: c for c in ld.cuts}
+    assert ld.missing_audio == 0 and ld.malformed == []
+    assert _span(cuts["audiocaps/--0w1YA1Hm4_25"]) == (25.0, 10.0, 25.0)  # 40 s video -> 25..35 s
+    assert _span(cuts["audiocaps/-20w1YA1Hm4_25"]) == (25.0, 6.0, 25.0)  # video ends at 31 s
+    assert _span(cuts["audiocaps/-30w1YA1Hm4_30"]) == (0.0, 10.0, 0.0)  # Y<id>_30.000_40.000.wav
+    assert _span(cuts["audiocaps/-40w1YA1Hm4_30"]) == (0.0, 8.0, 0.0)  # Y<id>_30.000_38.000.wav (by video id)
+    assert _span(cuts["audiocaps/-50w1YA1Hm4_0"]) == (0.0, 1.0, 0.0)  # bare id, 1 s: the clip itself
+    assert ld.cut_from_full_media == 2
+    # the media span stays the clip's, whatever file held it
+    custom = cuts["audiocaps/--0w1YA1Hm4_25"].supervisions[0].custom
+    assert (custom["media_start"], custom["media_end"]) == (25.0, 35.0)
+
+
+@pytest.mark.parametrize("name", ["musiccaps", "audiocaps", "audiosetcaps"])
+def test_whole_video_cuts_same_in_parallel(full_videos, name):
+    serial = load_source(name, full_videos[name], num_workers=1)
+    par = load_source(name, full_videos[name], num_workers=3)
+    assert [c.to_dict() for c in par.cuts] == [c.to_dict() for c in serial.cuts]
+    assert par.malformed == serial.malformed and par.summary() == serial.summary()
+    assert serial.cut_from_full_media == {"musiccaps": 1, "audiocaps": 2, "audiosetcaps": 1}[name]
+
+
+def test_audiocaps_patterns_can_use_float_start_and_end(full_videos):
+    ld = load_source("audiocaps", full_videos["audiocaps"], file_patterns=("Y{youtube_id}_{start:.3f}_{end:.3f}",))
+    # exact name for -30...; -40... still found by the video-id fallback (its segment ends at 38 s)
+    assert sorted(c.id for c in ld.cuts) == ["audiocaps/-30w1YA1Hm4_30", "audiocaps/-40w1YA1Hm4_30"]
+
+
+def test_audiosetcaps_whole_video_and_audioset_names(full_videos):
+    ld = load_source("audiosetcaps", full_videos["audiosetcaps"], subsets=("AudioSet", "VGGSound"))
+    cuts = {c.id: c for c in ld.cuts}
+    assert ld.missing_audio == 0 and ld.malformed == []
+    vgg = cuts["audiosetcaps/vggsound/-70w1YA1Hm4_000030"]
+    assert _span(vgg) == (30.0, 10.0, 30.0)  # bare-id 45 s video -> 30..40 s
+    aset = cuts["audiosetcaps/audioset/Y-60w1YA1Hm4"]
+    assert _span(aset) == (0.0, 10.0, 0.0)
+    custom = aset.supervisions[0].custom  # the id had no time: the AudioSet file name gives the span
+    assert (custom["media_id"], custom["media_start"], custom["media_end"]) == ("yt:-60w1YA1Hm4", 20.0, 30.0)
+
+
+def test_wavcaps_audioset_sl_found_under_audioset_name(full_videos):
+    ld = load_source("wavcaps", full_videos["wavcaps"], subsets=("AudioSet_SL",), blacklists=())
+    assert ld.missing_audio == 0 and len(ld.cuts) == 1 and ld.warnings == []
+    custom = ld.cuts[0].supervisions[0].custom
+    assert (custom["media_id"], custom["media_start"], custom["media_end"]) == ("yt:-80w1YA1Hm4", 10.0, 20.0)
+
+
+# --- counts, real-world csv and file names ----------------------------------------------------------------
+def test_audiocaps_counts_add_up_and_broken_lines_are_joined(tmp_path):
+    ld = load_source("audiocaps", F.make_audiocaps_broken_lines(tmp_path / "ac"), splits=("train", "val"))
+    caps = {c.id: cut_captions(c) for c in ld.cuts}
+    assert caps["audiocaps/IAosP90cdsE_30"] == ["an engine chugging loudly with muffled speech in the background"]
+    assert caps["audiocaps/NWZK4Mm3aNc_0"] == ["heavy wind followed by a loud bang", "a bang in the wind"]
+    assert caps["audiocaps/abcdefghijk_30"] == ["a dog barks", "dog barking", "a dog"]
+    s = ld.summary()
+    assert s["repaired_line_breaks"] == 2
+    assert len(ld.malformed) == 1 and "train.csv:7: 2 fields" in ld.malformed[0]  # the real bad row only
+    # per clip: bbbbbbbbbbb has only empty captions; the 7 empty caption rows are counted apart
+    assert (s["rows"], s["loaded"], s["missing_audio"], s["malformed"], s["empty_captions"]) == (5, 3, 0, 1, 1)
+    assert s["empty_caption_rows"] == 7
+    assert s["rows"] == s["loaded"] + s["missing_audio"] + s["malformed"] + s["empty_captions"]
+
+
+@pytest.mark.parametrize("name", list(F.MAKERS))
+def test_summary_rows_add_up(loads, name):
+    s = loads[name].summary()
+    assert s["rows"] == s["loaded"] + s["missing_audio"] + s["malformed"] + s["empty_captions"], s
+
+
+def test_clotho_nfc_name_finds_nfd_file(tmp_path):
+    ld = load_source("clotho", F.make_clotho_nfd(tmp_path / "clotho"), splits=("development",))
+    assert (len(ld.cuts), ld.missing_audio) == (1, 0)
+    assert ld.cuts[0].load_audio().shape == (1, 16000)
+
+
+def test_wavcaps_without_blacklist_folder_warns(tmp_path):
+    import shutil
+
+    root = F.make_wavcaps(tmp_path / "wavcaps")
+    shutil.rmtree(root / "json_files" / "blacklist")
+    with pytest.warns(UserWarning, match=r"json_files/blacklist.*NOT excluded"):
+        ld = load_source("wavcaps", root)
+    assert ld.summary()["warnings"] == 1 and "blacklist_exclude_test_ac.json" in ld.warnings[0]
+    assert ld.eval_ids == set()  # FreeSound 555 (a Clotho evaluation clip) is no longer known as evaluation
+    ld = load_source("wavcaps", root, blacklists=())  # building without it on purpose: no warning
+    assert ld.warnings == []

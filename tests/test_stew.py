@@ -55,7 +55,14 @@ def test_kept_clips_and_merged_captions(built):
     cuts = {c.id: c for c in load_manifest(report.manifest)}
     assert report.num_cuts == 14
     assert {k: cut_captions(v) for k, v in cuts.items()} == FINAL_CAPTIONS
-    assert cuts["audiocaps/AAAAAAAAAAA_30"].supervisions[0].custom["merged_from"] == ["wavcaps/audioset_sl/YAAAAAAAAAAA"]
+    custom = cuts["audiocaps/AAAAAAAAAAA_30"].supervisions[0].custom
+    assert custom["merged_from"] == ["wavcaps/audioset_sl/YAAAAAAAAAAA"]
+    assert custom["caption_sources"] == ["audiocaps", "wavcaps/audioset_sl"]
+    assert cuts["audiocaps/BBBBBBBBBBB_0"].supervisions[0].custom["caption_sources"] == [
+        "audiocaps", "audiosetcaps/audioset"]
+    # clips that merged nothing carry no caption_sources: the schema of unmerged clips is unchanged
+    assert [k for k, c in cuts.items() if "caption_sources" in c.supervisions[0].custom] == sorted(
+        ["audiocaps/AAAAAAAAAAA_30", "audiocaps/BBBBBBBBBBB_0"], key=list(cuts).index)
 
 
 def test_eval_overlap_is_dropped_across_corpora(built):
@@ -95,7 +102,20 @@ def test_statistics_exact(built):
     assert overall["hours"] == pytest.approx(SECONDS / 3600)
     assert overall["domains"] == {"music": 4, "sound": 8, "speech": 2}
     src = report.stats["sources"]
-    assert (src["audiocaps"]["clips"], src["audiocaps"]["captions"]) == (2, 4)
+    # Captions count under the corpus that wrote them (custom['caption_sources']), clips under the kept clip:
+    # AudioCaps keeps its 2 clips but only its own 2 captions ("a dog barks", "rain falls"); the merged
+    # "a dog barks loudly" counts for WavCaps AudioSet_SL (which keeps no clip) and "rain falls on a roof" for
+    # AudioSetCaps AudioSet (with its own "a siren wails").
+    assert (src["audiocaps"]["clips"], src["audiocaps"]["captions"], src["audiocaps"]["vocab_size"]) == (2, 2, 5)
+    assert src["audiocaps"]["tokens"] == 5
+    sl = src["wavcaps/audioset_sl"]
+    assert (sl["clips"], sl["hours"], sl["captions"], sl["tokens"], sl["vocab_size"]) == (0, 0.0, 1, 4, 4)
+    assert sl["captions_per_clip"] == 0.0 and sl["distinct_2"] == pytest.approx(3 / 3)
+    asc = src["audiosetcaps/audioset"]
+    assert (asc["clips"], asc["captions"], asc["tokens"], asc["vocab_size"]) == (1, 2, 8, 7)  # a siren wails rain falls on roof
+    assert asc["distinct_1"] == pytest.approx(7 / 8) and asc["distinct_2"] == pytest.approx(6 / 6)
+    assert sum(s["captions"] for s in src.values()) == N_CAPTIONS
+    assert sum(s["tokens"] for s in src.values()) == N_TOKENS
     assert (src["clotho"]["clips"], src["clotho"]["captions"], src["clotho"]["vocab_size"]) == (2, 9, 11)  # birds sing chirp loudly small outside water flows runs a stream
     assert src["audiocaps"]["hours"] == pytest.approx(3.0 / 3600)
     assert sum(s["clips"] for s in src.values()) == 14
@@ -223,6 +243,93 @@ def test_packed_manifest_equals_the_adapters_cuts(built):
         custom, rc = d["supervisions"][0]["custom"], ref["supervisions"][0]["custom"]
         assert custom["caption"] == FINAL_CAPTIONS[cut.id]
         rc["caption"] = custom["caption"]
-        if "merged_from" in custom:
-            rc["merged_from"] = custom["merged_from"]
+        for key in ("merged_from", "caption_sources"):
+            if key in custom:
+                rc[key] = custom[key]
         assert json.dumps(d) == json.dumps(ref)
+
+
+def test_read_id_list_keeps_commas_and_hashes_in_text_files(tmp_path):
+    from audiolp.data.stew import read_id_list
+
+    txt = tmp_path / "exclude.txt"
+    txt.write_text("# clips to leave out\nRain, heavy.wav\nDoor #2.wav\n\n  # indented comment\nplain\n", encoding="utf-8")
+    assert read_id_list(txt) == ["Rain, heavy.wav", "Door #2.wav", "plain"]
+    csv_file = tmp_path / "exclude.csv"  # a csv: first column, quoting honoured
+    csv_file.write_text('# comment\n"Rain, heavy.wav",because\nDoor #2.wav,x\n', encoding="utf-8")
+    assert read_id_list(csv_file) == ["Rain, heavy.wav", "Door #2.wav"]
+    assert read_id_list(["a,b"]) == ["a,b"]
+
+
+def test_exclude_file_with_comma_in_name_drops_only_that_clip(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    root = tmp_path / "clotho"
+    (root / "development").mkdir(parents=True)
+    rows = []
+    for name in ["Rain.wav", "Rain, heavy.wav", "Door #2.wav"]:
+        rows.append([name] + [f"sound of {name}"] * 5)
+        sf.write(root / "development" / name, np.full(1600, 0.01, np.float32), 16000)
+    F._csv(root / "clotho_captions_development.csv", ["file_name"] + [f"caption_{i}" for i in range(1, 6)], rows)
+    ex = tmp_path / "exclude.txt"
+    ex.write_text("Rain, heavy.wav\nDoor #2.wav\n", encoding="utf-8")
+    report = build_captionstew({"clotho": root}, tmp_path / "out", exclude_ids=ex, num_workers=1)
+    assert [c.id for c in load_manifest(report.manifest)] == ["clotho/development/Rain"]
+    assert report.inputs["clotho"]["dropped_excluded"] == 2
+
+
+def test_merged_captions_counted_under_their_own_source(tmp_path):
+    """AudioCaps + WavCaps: WavCaps AudioSet_SL's only surviving clip merges into AudioCaps; its caption
+    still counts for wavcaps/audioset_sl, which therefore stays in the per-source statistics."""
+    roots = {"audiocaps": F.make_audiocaps(tmp_path / "ac"), "wavcaps": F.make_wavcaps(tmp_path / "wc")}
+    report = build_captionstew(roots, tmp_path / "out", num_workers=1)
+    src = report.stats["sources"]
+    assert {k: (v["clips"], v["captions"]) for k, v in src.items()} == {
+        "audiocaps": (2, 2), "wavcaps/audioset_sl": (0, 1), "wavcaps/bbc_sound_effects": (1, 1),
+        "wavcaps/freesound": (1, 1), "wavcaps/soundbible": (1, 1)}
+    assert src["wavcaps/audioset_sl"]["vocab_size"] == 4  # a dog barks loudly
+    assert src["audiocaps"]["vocab_size"] == 5  # a dog barks rain falls
+    # recomputed from the manifest alone (`audiolp stats DIR`): the same attribution
+    again = manifest_statistics(report.out_dir)
+    assert {k: (v["clips"], v["captions"], v["vocab_size"], v["distinct_2"]) for k, v in again["sources"].items()} == {
+        k: (v["clips"], v["captions"], v["vocab_size"], v["distinct_2"]) for k, v in src.items()}
+    assert "wavcaps/audioset_sl" in stats_table(again)
+
+
+def test_caption_sources_from_a_second_merge_and_bad_values(tmp_path):
+    from lhotse import Recording
+    from lhotse.audio import AudioSource
+
+    from audiolp.data.schema import make_caption_cut
+    from audiolp.data.sources.common import PackedCut
+    from audiolp.data.stew import merge_duplicate
+
+    rec = Recording("r", [AudioSource("file", [0], "/dev/null")], 16000, 16000, 1.0)
+    keep = PackedCut(make_caption_cut("k", rec, ["one two"], source="a", domain="sound"))
+    for src, caps in (("b", ["three four", "one two"]), ("c", ["five"])):  # "one two" repeats: skipped
+        merge_duplicate(keep, PackedCut(make_caption_cut(f"d{src}", rec, caps, source=src, domain="sound")))
+    cut = keep.cut()
+    custom = cut.supervisions[0].custom
+    assert custom["caption"] == ["one two", "three four", "five"]
+    assert custom["caption_sources"] == ["a", "b", "c"] and custom["merged_from"] == ["db", "dc"]
+    st = caption_statistics([cut])["sources"]
+    assert {k: (v["clips"], v["captions"], v["tokens"]) for k, v in st.items()} == {
+        "a": (1, 1, 2), "b": (0, 1, 2), "c": (0, 1, 1)}
+    # a caption_sources list that does not match the captions (hand-edited manifest) is ignored
+    cut.supervisions[0].custom["caption_sources"] = ["a"]
+    assert list(caption_statistics([cut])["sources"]) == ["a"]
+
+
+def test_wavcaps_without_blacklist_is_reported_in_the_build(tmp_path):
+    import shutil
+
+    root = F.make_wavcaps(tmp_path / "wc")
+    shutil.rmtree(root / "json_files" / "blacklist")
+    with pytest.warns(UserWarning, match="blacklist"):
+        report = build_captionstew({"wavcaps": root}, tmp_path / "out", num_workers=1)
+    assert report.inputs["wavcaps"]["warnings"] == 1
+    assert "json_files/blacklist" in report.stats["build"]["warnings"]["wavcaps"][0]
+    ids = {c.id for c in load_manifest(report.manifest)}
+    assert "wavcaps/freesound/555" in ids  # what the warning is about: the Clotho evaluation copy stays
+    assert "WARNING [wavcaps] wavcaps: default blacklist" in stats_table(manifest_statistics(report.out_dir))

@@ -2,7 +2,9 @@
 
 One MonoCut per clip at 16 kHz with one supervision spanning the cut. The supervision's ``custom`` holds
 ``caption`` (a list of strings, as the paper authors' released manifests do), ``source`` (corpus or
-sub-source name), ``domain`` (sound / music / speech) and, optionally, ``labels`` (list of strings).
+sub-source name), ``domain`` (sound / music / speech) and, optionally, ``labels`` (list of strings). A clip into
+which ``build_captionstew`` merged a duplicate from another corpus also holds ``caption_sources`` (the source of
+each caption, a list parallel to ``caption``) and ``merged_from`` (the merged clips' ids).
 """
 from __future__ import annotations
 

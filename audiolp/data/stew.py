@@ -8,11 +8,15 @@ sources are given:
    (``is_audioset_eval``), VGGSound test (when its csv is given), Clotho evaluation. Matching is by media id
    regardless of the time segment: a different 10 s of the same video is still dropped, the conservative
    choice against leakage. So a WavCaps AudioSet_SL clip of an AudioCaps-test video goes too;
-2. drops clips named in ``exclude_ids`` (an iterable or a text file, one id per line; an id matches a clip's
-   media id, its YouTube id, its cut id or its audio file stem);
+2. drops clips named in ``exclude_ids`` (an iterable, a text file with one id per line, or a .csv whose
+   first column holds the ids; an id matches a clip's media id, its YouTube id, its cut id or its audio
+   file stem);
 3. merges duplicates: a clip with the same media id as an already kept clip and an overlapping time span
    (unknown spans overlap everything) adds its captions to the kept clip's caption list (exact repeats
    skipped) and is not kept itself. The first source listed wins, so list the human-written corpora first.
+   A clip that absorbed captions gets ``custom['caption_sources']``, the source of each caption (a list
+   parallel to ``caption``; clips that merged nothing have no such key: all their captions are the clip's
+   source), so per-source caption statistics count each caption under the corpus that wrote it.
 
 It writes ``out_dir/cuts.jsonl.gz`` (lhotse, atomically), ``out_dir/stats.json`` (per-source and overall
 statistics plus the per-input build counts, atomically), ``out_dir/malformed.txt`` (every skipped malformed
@@ -20,6 +24,8 @@ row) and, with ``shar=True``, a Shar copy with audio under ``out_dir/shar``.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
@@ -84,18 +90,20 @@ def _normalize_specs(sources: SourceSpec) -> list[tuple[str, str, Path, dict]]:
 
 
 def read_id_list(exclude_ids: Iterable[str] | str | os.PathLike) -> list[str]:
-    """An id iterable, or a text file with one id per line (blank lines and '#' comments ignored; for a csv
-    the first column is used)."""
+    """An id iterable, or a file: a text file with one id per line (the whole line, commas and '#' included:
+    Freesound / Clotho titles hold both), or a ``.csv`` whose first column is the id (csv quoting
+    honoured). Blank lines and lines starting with '#' are skipped in both."""
     if isinstance(exclude_ids, (str, os.PathLike)):
         path = Path(exclude_ids)
         if not path.is_file():
             raise FileNotFoundError(f"exclude_ids file {path} does not exist; give a text file with one id per line")
-        ids = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                ids.append(line.split(",", 1)[0].strip())
-        return ids
+        text = path.read_text(encoding="utf-8-sig")
+        if path.suffix.lower() == ".csv":
+            rows = csv.reader(io.StringIO(text, newline=""))
+            lines = [row[0] for row in rows if row and not row[0].lstrip().startswith("#")]
+        else:
+            lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+        return [ln.strip() for ln in lines if ln.strip()]
     return [str(x) for x in exclude_ids]
 
 
@@ -127,6 +135,16 @@ def _overlap(a: tuple, b: tuple) -> bool:
     e1 = float("inf") if e1 is None else e1
     e2 = float("inf") if e2 is None else e2
     return s1 < e2 and s2 < e1
+
+
+def merge_duplicate(kept: PackedCut, dup: PackedCut) -> None:
+    """Add ``dup``'s captions (exact repeats skipped) to ``kept``, recording each caption's source in
+    ``caption_sources`` and ``dup``'s id in ``merged_from``."""
+    have = kept.captions
+    added = [c for c in dup.captions if c not in have]
+    kept.caption_sources = (kept.caption_sources or [kept.source] * len(have)) + [dup.source] * len(added)
+    kept.captions = have + added
+    kept.merged_from = (kept.merged_from or []) + [dup.id]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -184,9 +202,7 @@ def build_captionstew(
                 continue
             twin = next((k for k in by_media[media] if _overlap(k.span, rec.span)), None)
             if twin is not None:
-                have = twin.captions
-                twin.captions = have + [c for c in rec.captions if c not in have]
-                twin.merged_from = (twin.merged_from or []) + [rec.id]
+                merge_duplicate(twin, rec)
                 counts["duplicates_merged"] += 1
                 continue
             by_media[media].append(rec)
@@ -220,7 +236,13 @@ def build_captionstew(
         "eval_ids": len(eval_ids),
         "exclude_ids": len(exclude_keys),
         "pairs_counted_as": "clips",
+        # per-source statistics: clips and hours under the kept clip's source; captions, vocabulary and
+        # Distinct-n under each caption's own source (custom['caption_sources'] on merged clips)
+        "captions_counted_by": "caption source",
     }
+    warned = {label: list(ld.warnings) for label, ld in loads if ld.warnings}
+    if warned:  # e.g. WavCaps without its blacklist: the build is valid but may keep evaluation clips
+        stats["build"]["warnings"] = warned
 
     stats_path = out_dir / STATS_NAME
     _write_atomic(stats_path, json.dumps(stats, indent=2, sort_keys=False) + "\n")
@@ -247,13 +269,16 @@ def build_captionstew(
 
 def manifest_statistics(path: str | os.PathLike) -> dict:
     """``caption_statistics`` of any manifest (a jsonl(.gz) file, a stew folder or a Shar folder). When the
-    folder holds a stew ``stats.json``, its build counts (``inputs``) are attached."""
+    folder holds a stew ``stats.json``, its build counts (``inputs``) and build warnings are attached."""
     path = Path(path)
     stats = caption_statistics(load_manifest(path))
     built = path / STATS_NAME if path.is_dir() else None
     if built is not None and built.is_file():
         try:
-            stats["inputs"] = json.loads(built.read_text(encoding="utf-8")).get("inputs", {})
+            blob = json.loads(built.read_text(encoding="utf-8"))
+            stats["inputs"] = blob.get("inputs", {})
+            if (blob.get("build") or {}).get("warnings"):
+                stats["build"] = {"warnings": blob["build"]["warnings"]}
         except json.JSONDecodeError:
             pass  # a hand-edited stats.json must not stop the recomputation
     return stats

@@ -3,6 +3,12 @@
 Tokens are lowercased word tokens from a simple regex (letters/digits, with inner apostrophes: "dog's" is
 one token); punctuation is dropped. Distinct-n = distinct n-grams / total n-grams over all captions, where
 n-grams never cross caption boundaries (a caption of L tokens has max(L - n + 1, 0) n-grams).
+
+Per source, clips, hours and domains count under the clip's ``source``; captions, tokens, vocabulary and
+Distinct-n count each caption under its own source: ``custom['caption_sources']`` (a list parallel to
+``caption``, written by the stew on clips that absorbed a duplicate's captions) when present and of the
+right length, else the clip's source. So a corpus whose clips were all merged into another corpus' clips
+still appears, with 0 clips and its captions.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from typing import Iterable
 
 from lhotse.cut import Cut
 
-from audiolp.data.schema import cut_captions, cut_domain, cut_source
+from audiolp.data.schema import _custom, cut_captions, cut_domain, cut_source
 
 TOKEN_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
@@ -36,19 +42,19 @@ class _TextAccumulator:
     bigrams: set = field(default_factory=set)
     domains: Counter = field(default_factory=Counter)
 
-    def add(self, cut: Cut, word_ids: dict[str, int]) -> None:
+    def add_clip(self, cut: Cut) -> None:
         self.clips += 1
         self.seconds += float(cut.duration)
         self.domains[cut_domain(cut)] += 1
-        for caption in cut_captions(cut):
-            toks = tokenize(caption)
-            self.captions += 1
-            self.tokens += len(toks)
-            ids = [word_ids.setdefault(t, len(word_ids)) for t in toks]
-            self.vocab.update(ids)
-            if len(ids) > 1:
-                self.bigrams_total += len(ids) - 1
-                self.bigrams.update(zip(ids, ids[1:]))
+
+    def add_caption(self, ids: list[int]) -> None:
+        """One caption as word ids."""
+        self.captions += 1
+        self.tokens += len(ids)
+        self.vocab.update(ids)
+        if len(ids) > 1:
+            self.bigrams_total += len(ids) - 1
+            self.bigrams.update(zip(ids, ids[1:]))
 
     def result(self) -> dict:
         return {
@@ -65,9 +71,20 @@ class _TextAccumulator:
         }
 
 
+def caption_sources(cut: Cut) -> list[str]:
+    """The source of each caption of ``cut``: ``custom['caption_sources']`` when it is a list of strings
+    parallel to the captions, else the clip's source for every caption."""
+    caps = cut_captions(cut)
+    given = _custom(cut).get("caption_sources")
+    if isinstance(given, list) and len(given) == len(caps) and all(isinstance(x, str) and x for x in given):
+        return list(given)
+    return [cut_source(cut)] * len(caps)
+
+
 def caption_statistics(cuts: Iterable[Cut]) -> dict:
-    """Statistics per source (``custom['source']``) and overall, in one pass over ``cuts`` (a CutSet, lazy
-    or not, or any iterable of CaptionStew cuts).
+    """Statistics per source and overall, in one pass over ``cuts`` (a CutSet, lazy or not, or any
+    iterable of CaptionStew cuts). Clips count under ``custom['source']``, captions under their own source
+    (see the module docstring).
 
     Returns ``{"overall": {...}, "sources": {source: {...}}}`` where each entry has clips, hours, captions,
     captions_per_clip, tokens, words_per_caption, vocab_size, distinct_1, distinct_2 and domains (clip
@@ -77,8 +94,12 @@ def caption_statistics(cuts: Iterable[Cut]) -> dict:
     overall = _TextAccumulator()
     per_source: dict[str, _TextAccumulator] = defaultdict(_TextAccumulator)
     for cut in cuts:
-        overall.add(cut, word_ids)
-        per_source[cut_source(cut)].add(cut, word_ids)
+        overall.add_clip(cut)
+        per_source[cut_source(cut)].add_clip(cut)
+        for caption, source in zip(cut_captions(cut), caption_sources(cut)):
+            ids = [word_ids.setdefault(t, len(word_ids)) for t in tokenize(caption)]
+            overall.add_caption(ids)
+            per_source[source].add_caption(ids)
     return {
         "overall": overall.result(),
         "sources": {name: acc.result() for name, acc in sorted(per_source.items())},
@@ -109,6 +130,8 @@ def stats_table(stats: dict) -> str:
                 "dropped_excluded", "duplicates_merged", "kept")
         irows = [[name, *[f"{d.get(k, 0):,}" for k in keys]] for name, d in inputs.items()]
         text += "\n\n" + _render(("input", *[k.replace("_", " ") for k in keys]), irows)
+    for label, messages in (stats.get("build") or {}).get("warnings", {}).items():
+        text += "".join(f"\nWARNING [{label}] {m}" for m in messages)
     return text
 
 

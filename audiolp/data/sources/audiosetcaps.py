@@ -7,7 +7,13 @@ VGGSound file, ``<ytid>_<start>_<duration>`` in the YouTube-8M file (plain ``<yt
 accepted too); the id and caption columns are detected from the header (``id``/``audio_id``/``ytid``/
 ``youtube_id``/``file_name``/``audio``/``path`` and ``caption``/``captions``/``text``) or named with
 ``id_column``/``caption_column``. Audio is looked up by stem under the subset's folder
-(``audio_dirs[subset]``, default ``root/audio/<subset>``, ``root/<subset>``, then ``root/audio``).
+(``audio_dirs[subset]``, default ``root/audio/<subset>``, ``root/<subset>``, then ``root/audio``): the id
+itself, ``Y<id>``, the bare YouTube id, and for ids with a time ``<ytid>_<start, 6 digits>``,
+``<ytid>_<start>`` and AudioSet's ``Y<ytid>_<start>.000_<end>.000``; failing those, any file named as a clip
+of the video (starting at the id's start when it has one; for the AudioSet file's ``Y<ytid>`` ids, whose
+rows carry no time, the file name's time becomes the clip's media span). A file found under the bare YouTube
+id for an id with a time, longer than the clip by more than 1 s, is the whole video: the cut is the clip's
+span of it.
 
 VGGSound test clips: give VGGSound's own ``vggsound.csv`` (rows ``ytid,start,label,split``, no header) as
 ``vggsound_csv`` or put it in root; its ``test`` rows become evaluation ids (the stew drops them everywhere).
@@ -22,6 +28,7 @@ from audiolp.data.sources.common import (
     AudioFinder,
     SourceLoad,
     add_clip,
+    find_youtube_audio,
     fmt_time,
     iter_csv,
     no_expected_files,
@@ -127,15 +134,25 @@ def load(
                 end = None
             media_id = youtube_media_id(ytid)
             stem = Path(raw).stem if Path(raw).suffix else raw
-            candidates = [stem, f"Y{stem}", ytid, f"Y{ytid}"]
+            # (name, may be the whole video): the bare YouTube id names the video, the rest one clip of it
+            names = [(stem, start is None), (f"Y{stem}", start is None), (ytid, True), (f"Y{ytid}", True)]
             if start is not None:
-                candidates += [f"{ytid}_{int(start):06d}", f"{ytid}_{fmt_time(start)}"]
+                names += [(f"{ytid}_{int(start):06d}", False), (f"{ytid}_{fmt_time(start)}", False)]
+                if end is not None:
+                    names.append((f"Y{ytid}_{start:.3f}_{end:.3f}", False))
+            audio_path, window = find_youtube_audio(finder, names, ytid, start, end)
+            if audio_path is None and start is None:  # AudioSet ids carry no time: any clip file of the video
+                found = finder.find_youtube(ytid)
+                if found is not None:
+                    audio_path, start, second = found
+                    end = second if second is not None and second > start else start + CLIP_SECONDS
             split = "test" if (subset == "VGGSound" and media_id in vgg_test) else None
             add_clip(
                 out,
                 where=where,
                 cut_id=f"{source}/{stem}",
-                audio_path=finder.find(candidates),
+                audio_path=audio_path,
+                media_window=window,
                 captions=row[cap_col],
                 source=source,
                 domain=DOMAIN,

@@ -3,6 +3,9 @@
 
 Clotho's evaluation split is a retrieval benchmark here, so its clips are reported as evaluation ids (the
 stew drops them, like AudioCaps test).
+
+File names are compared in Unicode NFC: a name composed in the csv (``Café``) finds the file stored
+decomposed (NFD, as archives made on macOS do).
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from audiolp.data.sources.common import (
+    AudioFinder,
     SourceLoad,
     add_clip,
     iter_csv,
@@ -42,6 +46,7 @@ def load(
     out = SourceLoad(name=NAME)
     for split, path in csvs:
         audio_dir = Path(audio_dirs.get(split, root / split))
+        finder = AudioFinder([audio_dir])  # indexed only on the first name not found as spelled
         for where, row in iter_csv(path, ["file_name", *caption_cols], out):
             file_name = row["file_name"].strip()
             if not file_name:
@@ -55,7 +60,7 @@ def load(
                 out,
                 where=where,
                 cut_id=f"{NAME}/{split}/{stem}",
-                audio_path=resolve_audio(audio_dir / file_name),
+                audio_path=resolve_audio(audio_dir / file_name) or finder.find([file_name]),
                 captions=[row[c] for c in caption_cols],
                 source=NAME,
                 domain=DOMAIN,

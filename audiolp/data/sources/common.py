@@ -13,6 +13,8 @@ import csv
 import json
 import os
 import re
+import unicodedata
+import warnings
 import zlib
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +35,9 @@ MEDIA_ID = "media_id"  # the underlying media: "yt:<11-char YouTube id>" or "<co
 MEDIA_START = "media_start"  # where the clip starts inside that media (s); absent when unknown
 MEDIA_END = "media_end"  # where it ends (s); absent when unknown
 SPLIT = "split"  # the corpus' own split name
+# written by the stew on a clip that absorbed a duplicate's captions: the source of each caption, a list
+# parallel to ``caption`` (absent on clips that were not merged: then every caption is the clip's source)
+CAPTION_SOURCES = "caption_sources"
 
 
 @dataclass
@@ -43,7 +48,16 @@ class SourceLoad:
     cuts: list[MonoCut] = field(default_factory=list)
     missing_audio: int = 0
     malformed: list[str] = field(default_factory=list)  # 'file:line: reason'
-    empty_captions: int = 0
+    empty_captions: int = 0  # clips (records) with no non-empty caption at all
+    # caption rows dropped because empty while their clip kept other captions (AudioCaps: one row per caption)
+    empty_caption_rows: int = 0
+    # csv lines that were the continuation of the previous row's caption (an unquoted line break) and were
+    # joined back to it instead of being reported malformed
+    repaired_line_breaks: int = 0
+    # clips whose audio file turned out to be the whole (YouTube) media: the clip's span was cut out of it
+    cut_from_full_media: int = 0
+    # problems that do not skip a row but may change the result (e.g. a default blacklist that is absent)
+    warnings: list[str] = field(default_factory=list)
     # media ids (see MEDIA_ID) of this corpus' evaluation clips, read from the metadata whether or not the
     # audio is present, so the stew can drop overlapping clips of *other* corpora too.
     eval_ids: set[str] = field(default_factory=set)
@@ -56,7 +70,13 @@ class SourceLoad:
         self.rows += 1
         self.malformed.append(f"{where}: {reason}")
 
+    def warn(self, message: str) -> None:
+        """Record a warning (kept in the load report) and emit it as a Python warning."""
+        self.warnings.append(message)
+        warnings.warn(message, stacklevel=3)
+
     def summary(self) -> dict:
+        """Counts; ``rows == loaded + missing_audio + malformed + empty_captions`` (all per clip record)."""
         return {
             "rows": self.rows,
             "loaded": len(self.cuts),
@@ -64,6 +84,10 @@ class SourceLoad:
             "malformed": len(self.malformed),
             "empty_captions": self.empty_captions,
             "eval_ids": len(self.eval_ids),
+            "empty_caption_rows": self.empty_caption_rows,
+            "repaired_line_breaks": self.repaired_line_breaks,
+            "cut_from_full_media": self.cut_from_full_media,
+            "warnings": len(self.warnings),
         }
 
 
@@ -138,19 +162,26 @@ def fmt_time(t: float) -> str:
     return str(int(t)) if t.is_integer() else f"{t:g}"
 
 
+def nfc(name: str) -> str:
+    """Unicode NFC form: archives made on macOS store names decomposed (NFD) while the csvs are composed."""
+    return name if name.isascii() else unicodedata.normalize("NFC", name)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Audio lookup
 class AudioFinder:
     """Find audio files by stem under one or more folders (searched recursively, indexed once).
 
     Corpora are distributed with many folder variants (flat, per split, per shard); indexing by stem keeps
-    the adapters independent of them. When two files share a stem the first found (sorted walk) wins.
+    the adapters independent of them. When two files share a stem the first found (sorted walk) wins. Names
+    are compared in Unicode NFC, so a composed name in a csv finds a decomposed (NFD) name on disk.
     """
 
     def __init__(self, dirs: Iterable[str | os.PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS):
         self.dirs = [Path(d) for d in dirs if d is not None]
         self.extensions = tuple(e.lower() for e in extensions)
         self._index: dict[str, Path] | None = None
+        self._youtube: dict[str, list[tuple[float | None, float | None, Path]]] | None = None
 
     def _build(self) -> dict[str, Path]:
         index: dict[str, Path] = {}
@@ -163,22 +194,47 @@ class AudioFinder:
                     suffix = os.path.splitext(fn)[1].lower()
                     if suffix in self.extensions:
                         p = Path(dirpath) / fn
-                        index.setdefault(os.path.splitext(fn)[0], p)
-                        index.setdefault(fn, p)
+                        key = nfc(fn)
+                        index.setdefault(os.path.splitext(key)[0], p)
+                        index.setdefault(key, p)
         return index
 
     def find(self, candidates: Iterable[str]) -> Path | None:
+        hit = self.find_match(candidates)
+        return hit[0] if hit else None
+
+    def find_match(self, candidates: Iterable[str]) -> tuple[Path, str] | None:
+        """(file, the candidate that found it) for the first candidate with a file, else None."""
         if self._index is None:
             self._index = self._build()
         for c in candidates:
             if not c:
                 continue
-            c = str(c)
-            hit = self._index.get(c)
-            if hit is None and Path(c).suffix.lower() in self.extensions:
-                hit = self._index.get(Path(c).stem)
+            key = nfc(str(c))
+            hit = self._index.get(key)
+            if hit is None and Path(key).suffix.lower() in self.extensions:
+                hit = self._index.get(Path(key).stem)
             if hit is not None:
-                return hit
+                return hit, str(c)
+        return None
+
+    def find_youtube(self, ytid: str, start: float | None = None) -> tuple[Path, float | None, float | None] | None:
+        """Any file whose name is a clip of YouTube video ``ytid`` (``Y<ytid>_30.000_40.000``,
+        ``<ytid>_000030``, ...; see ``parse_youtube_clip``) starting at ``start`` (within 1 ms), or, with
+        ``start=None``, the first such file with a time in its name. Returns (file, start, second number) as
+        parsed from the name, for names the exact candidates of an adapter cannot spell (e.g. AudioSet's
+        segments that end before start + 10 s)."""
+        if self._youtube is None:
+            if self._index is None:
+                self._index = self._build()
+            self._youtube = {}
+            for p in dict.fromkeys(self._index.values()):  # each file once, in walk order
+                yt = parse_youtube_clip(p.stem)
+                if yt and yt[1] is not None:
+                    self._youtube.setdefault(yt[0], []).append((yt[1], yt[2], p))
+        for s, e, p in self._youtube.get(ytid, ()):
+            if start is None or abs(s - float(start)) < 1e-3:
+                return p, s, e
         return None
 
     def __len__(self) -> int:
@@ -270,6 +326,25 @@ def resolve_audio(path: Path) -> Path | None:
     return None
 
 
+def find_youtube_audio(
+    finder: AudioFinder, names: Sequence[tuple[str, bool]], ytid: str, start: float | None, end: float | None,
+) -> tuple[Path | None, tuple[float, float] | None]:
+    """Audio of a YouTube clip: the first of ``names`` (candidate, whether that name may be the whole video,
+    i.e. it carries no time) with a file, else any file named as a clip of ``ytid`` starting at ``start``
+    (``AudioFinder.find_youtube``). Returns (file or None, media window for ``add_clip``: the clip's
+    (start, end) when the file was found under a whole-video name and the span is known, else None)."""
+    hit = finder.find_match([n for n, _ in names])
+    if hit is not None:
+        path, name = hit
+        whole = next(w for n, w in names if n == name)
+        return path, ((float(start), float(end)) if whole and start is not None and end is not None else None)
+    if start is not None:
+        found = finder.find_youtube(ytid, start)
+        if found is not None:
+            return found[0], None
+    return None, None
+
+
 def read_recording(path: Path, recording_id: str) -> Recording:
     """A lhotse Recording from the file header only.
 
@@ -315,10 +390,16 @@ def add_clip(
     extra: dict | None = None,
     start: float = 0.0,
     duration: float | None = None,
+    media_window: tuple[float, float] | None = None,
 ) -> MonoCut | None:
     """Turn one metadata row into a cut, or count why it cannot be one. Checks, in order: empty caption,
     missing audio, unreadable audio, schema problems (e.g. a segment past the end of the file). Inside
-    ``parallel_headers`` the header read and the cut are deferred to ``resolve_pending`` (returns None)."""
+    ``parallel_headers`` the header read and the cut are deferred to ``resolve_pending`` (returns None).
+
+    ``media_window`` = (clip start, clip end) inside the media, for a file found under a name that may be the
+    whole video (a bare YouTube id): if the file is longer than the clip by more than ``WHOLE_MEDIA_SLACK``
+    seconds it is the whole video and the cut is the clip's span of it (counted in ``cut_from_full_media``);
+    otherwise the file is the clip itself and is used as is."""
     load.rows += 1
     caps = clean_captions(captions)
     if not caps:
@@ -337,7 +418,7 @@ def add_clip(
     if extra:
         custom.update({k: v for k, v in extra.items() if v is not None})
     row = _PendingRow(where, cut_id, audio_path, caps, source, domain, labels, start, duration, custom,
-                      len(load.malformed))
+                      len(load.malformed), media_window)
     if _HEADER_POOL.get() is not None:
         load.pending.append(row)  # header read and cut made by resolve_pending, in this order
         if len(load.pending) >= PENDING_BATCH:  # bounded: queued rows weigh as much as cuts
@@ -359,6 +440,12 @@ class _PendingRow:
     duration: float | None
     custom: dict
     malformed_at: int  # len(load.malformed) when the row was read: where its error goes to keep file order
+    window: tuple[float, float] | None = None  # see add_clip(media_window=...)
+
+
+# A downloaded clip may be a little longer than its nominal span (encoder padding, rounding of the cut
+# points); only a file longer than the clip by more than this is taken for the whole video.
+WHOLE_MEDIA_SLACK = 1.0
 
 
 def _header(path: Path, cut_id: str) -> tuple[Recording | None, str | None]:
@@ -380,14 +467,26 @@ def _finish_row(load: SourceLoad, row: _PendingRow, header: tuple, errors: list)
     if recording is None:
         errors.append(f"{row.audio_path}: unreadable audio header ({reason}) [row {row.where}]")
         return None
+    start, duration, whole = row.start, row.duration, False
+    if row.window is not None:
+        w_start, w_end = row.window
+        if recording.duration > (w_end - w_start) + WHOLE_MEDIA_SLACK:  # the whole video, not the clip
+            if w_start >= recording.duration:
+                errors.append(
+                    f"{row.where}: audio {row.audio_path} is {recording.duration:.2f} s, longer than the "
+                    f"{w_end - w_start:g} s clip, so it would be the whole video, but the clip starts at "
+                    f"{w_start:g} s, after its end; put the clip file (or the complete video) there")
+                return None
+            start, duration, whole = w_start, w_end - w_start, True
     try:
         cut = make_caption_cut(
             row.cut_id, recording, row.caps, source=row.source, domain=row.domain, labels=row.labels,
-            start=row.start, duration=row.duration, extra=row.custom,
+            start=start, duration=duration, extra=row.custom,
         )
     except SchemaError as e:
         errors.append(f"{row.where}: {e}")
         return None
+    load.cut_from_full_media += whole
     load.cuts.append(PackedCut(cut) if _PACK.get() else cut)
     return cut
 
@@ -412,11 +511,13 @@ def packed_cuts():
 
 class PackedCut:
     """One CaptionStew cut as its zlib-compressed lhotse JSON (~300 bytes), with what the stew's dedupe
-    reads kept apart: ``media_id`` and ``span`` (media start, end). ``id``, ``captions`` and
-    ``merged_from`` decode the JSON; assigning ``captions`` / ``merged_from`` (a merged duplicate) keeps the
-    new values beside it. ``cut()`` gives back the MonoCut, equal to the original but for those edits."""
+    reads kept apart: ``media_id`` and ``span`` (media start, end). ``id``, ``source``, ``captions``,
+    ``caption_sources`` and ``merged_from`` decode the JSON; assigning ``captions`` / ``caption_sources`` /
+    ``merged_from`` (a merged duplicate) keeps the new values beside it. ``cut()`` gives back the MonoCut,
+    equal to the original but for those edits."""
 
     __slots__ = ("media_id", "_start", "_end", "_blob", "_edit")
+    EDITABLE = ("caption", "merged_from", CAPTION_SOURCES)  # custom keys an edit may set, in written order
 
     def __init__(self, cut: MonoCut):
         custom = cut.supervisions[0].custom or {}
@@ -424,14 +525,28 @@ class PackedCut:
         self._start, self._end = custom.get(MEDIA_START), custom.get(MEDIA_END)
         # level 1: 2.3x smaller for ~10 us a clip, against ~300 us for the header read
         self._blob = zlib.compress(json.dumps(cut.to_dict(), ensure_ascii=False).encode("utf-8"), 1)
-        self._edit: list | None = None  # [captions, merged_from] once edited
+        self._edit: dict | None = None  # custom key -> new value, once edited
 
     def _decode(self) -> dict:
         return json.loads(zlib.decompress(self._blob))
 
+    def _get(self, key: str):
+        if self._edit is not None and key in self._edit:
+            return self._edit[key]
+        return self._decode()["supervisions"][0]["custom"].get(key)
+
+    def _set(self, key: str, value) -> None:
+        if self._edit is None:
+            self._edit = {}
+        self._edit[key] = None if value is None else list(value)
+
     @property
     def id(self) -> str:
         return self._decode()["id"]
+
+    @property
+    def source(self) -> str:
+        return self._decode()["supervisions"][0]["custom"].get("source", "unknown")
 
     @property
     def span(self) -> tuple[float | None, float | None]:
@@ -439,31 +554,35 @@ class PackedCut:
 
     @property
     def captions(self) -> list[str]:
-        if self._edit is not None:
-            return self._edit[0]
-        return self._decode()["supervisions"][0]["custom"]["caption"]
+        return self._get("caption")
 
     @captions.setter
     def captions(self, value: list[str]) -> None:
-        self._edit = [list(value), self.merged_from]
+        self._set("caption", value)
 
     @property
     def merged_from(self) -> list[str] | None:
-        if self._edit is not None:
-            return self._edit[1]
-        return self._decode()["supervisions"][0]["custom"].get("merged_from")
+        return self._get("merged_from")
 
     @merged_from.setter
     def merged_from(self, value: list[str] | None) -> None:
-        self._edit = [self.captions, None if value is None else list(value)]
+        self._set("merged_from", value)
+
+    @property
+    def caption_sources(self) -> list[str] | None:
+        return self._get(CAPTION_SOURCES)
+
+    @caption_sources.setter
+    def caption_sources(self, value: list[str] | None) -> None:
+        self._set(CAPTION_SOURCES, value)
 
     def to_dict(self) -> dict:
         d = self._decode()
         if self._edit is not None:
             custom = d["supervisions"][0]["custom"]
-            custom["caption"] = list(self._edit[0])  # assigning an existing key keeps its place
-            if self._edit[1] is not None:
-                custom["merged_from"] = list(self._edit[1])
+            for key in self.EDITABLE:  # assigning an existing key keeps its place; new keys go last
+                if self._edit.get(key) is not None:
+                    custom[key] = list(self._edit[key])
         return d
 
     def cut(self) -> MonoCut:
@@ -540,9 +659,15 @@ def resolve_pending(load: SourceLoad, pool: Executor | None = None) -> SourceLoa
     return load
 
 
-def iter_csv(path: Path, required: Sequence[str], load: SourceLoad) -> Iterator[tuple[str, dict]]:
+def iter_csv(path: Path, required: Sequence[str], load: SourceLoad,
+             continuation_column: str | None = None) -> Iterator[tuple[str, dict]]:
     """Yield (where, row) for each well-formed CSV row; malformed rows (wrong field count, missing required
     values) are recorded in ``load.malformed`` as 'file:line: reason' and skipped.
+
+    ``continuation_column``: the last column of the file, whose values may hold a line break that was not
+    quoted (AudioCaps 2.0's train.csv before cdjkim/audiocaps PR #31): a one-field line right after a good
+    row is then the rest of that row's value, joined back with a space (counted in
+    ``load.repaired_line_breaks``) instead of a truncated caption plus a malformed line.
 
     Raises ValueError naming the file and the columns when the header lacks a required column: then no row
     of the file can be read and silently skipping it all would hide the problem.
@@ -558,15 +683,29 @@ def iter_csv(path: Path, required: Sequence[str], load: SourceLoad) -> Iterator[
             raise ValueError(
                 f"{path}: header {header} lacks column(s) {missing}; this file does not follow the corpus' published layout"
             )
+        joinable = continuation_column is not None and len(header) > 1 and header[-1] == continuation_column
+        held: tuple[str, list[str]] | None = None  # the last good row, held back one line for a continuation
         for values in progress(reader, desc=path.name):
             line = reader.line_num
             where = f"{path}:{line}"
             if not values or all(not v.strip() for v in values):
                 continue
+            if joinable and held is not None and len(values) == 1:
+                held[1][-1] = f"{held[1][-1].rstrip()} {values[0].strip()}"
+                load.repaired_line_breaks += 1
+                continue
+            if held is not None:  # yielded before this line's problems are recorded: file order is kept
+                yield held[0], dict(zip(header, held[1]))
+                held = None
             if len(values) != len(header):
                 load.bad(where, f"{len(values)} fields, expected {len(header)} ({', '.join(header)})")
                 continue
-            yield where, dict(zip(header, values))
+            if joinable:
+                held = (where, values)
+            else:
+                yield where, dict(zip(header, values))
+        if held is not None:
+            yield held[0], dict(zip(header, held[1]))
 
 
 def parse_float(value, field_name: str) -> float:

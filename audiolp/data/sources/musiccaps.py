@@ -3,8 +3,13 @@ author_id, is_balanced_subset, is_audioset_eval) and a folder of the downloaded 
 
 Clip files are found by stem anywhere under ``audio_dir`` using ``file_patterns``; the defaults cover the
 usual download scripts: ``<ytid>``, ``[<ytid>]-[<start>-<end>]``, ``<ytid>_<start>``,
-``<ytid>_<start>-<end>``. ``aspect_list`` becomes the cut's labels. Rows with ``is_audioset_eval`` true are
-the evaluation split (``custom['split'] = 'eval'``) and their YouTube ids are reported as evaluation ids.
+``<ytid>_<start>-<end>``, ``Y<ytid>``, AudioSet's ``Y<ytid>_<start>.000_<end>.000``; failing those, any file
+named as a clip of the video starting at start_s. A pattern may use ``{ytid}``, ``{start}`` / ``{end}``
+(formatted like '30' or '30.5') and ``{start_s}`` / ``{end_s}`` (floats, for format specs like
+``{start_s:.3f}``). A file found under a name without a time (the bare id) that is longer than the clip by
+more than 1 s is the whole video: the cut is its start_s .. end_s. ``aspect_list`` becomes the cut's
+labels. Rows with ``is_audioset_eval`` true are the evaluation split (``custom['split'] = 'eval'``) and
+their YouTube ids are reported as evaluation ids.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from audiolp.data.sources.common import (
     AudioFinder,
     SourceLoad,
     add_clip,
+    find_youtube_audio,
     fmt_time,
     iter_csv,
     no_expected_files,
@@ -28,7 +34,9 @@ NAME = "musiccaps"
 DOMAIN = "music"
 CSV_NAME = "musiccaps-public.csv"
 COLUMNS = ("ytid", "start_s", "end_s", "aspect_list", "caption", "is_audioset_eval")
-FILE_PATTERNS = ("{ytid}", "[{ytid}]-[{start}-{end}]", "{ytid}_{start}", "{ytid}_{start}-{end}", "Y{ytid}")
+FILE_PATTERNS = ("{ytid}", "[{ytid}]-[{start}-{end}]", "{ytid}_{start}", "{ytid}_{start}-{end}", "Y{ytid}",
+                 "Y{ytid}_{start_s:.3f}_{end_s:.3f}")
+TIME_FIELDS = ("start", "end")  # "{start" also matches {start_s}: a name with a time is one clip's file
 TRUE = {"true", "1", "yes", "t"}
 FALSE = {"false", "0", "no", "f", ""}
 
@@ -82,11 +90,15 @@ def load(
             if not include_eval:
                 continue
         s, e = fmt_time(start), fmt_time(end)
+        names = [(p.format(ytid=ytid, start=s, end=e, start_s=start, end_s=end),
+                  not any("{" + f in p for f in TIME_FIELDS)) for p in file_patterns]
+        audio_path, window = find_youtube_audio(finder, names, ytid, start, end)
         add_clip(
             out,
             where=where,
             cut_id=f"{NAME}/{ytid}_{s}",
-            audio_path=finder.find([p.format(ytid=ytid, start=s, end=e) for p in file_patterns]),
+            audio_path=audio_path,
+            media_window=window,
             captions=row["caption"],
             source=NAME,
             domain=DOMAIN,

@@ -5,7 +5,9 @@ of each subset unzipped from ``Zip_files/<Subset>/`` (files named ``<id>.flac``;
 
 Subsets: BBC_Sound_Effects, SoundBible, FreeSound, AudioSet_SL. The cut source is ``wavcaps/<subset>``
 (lower case). AudioSet_SL clips carry their YouTube id as media id, so they are dropped when the same video
-is in AudioCaps test and merged with the AudioCaps/AudioSetCaps clip of the same video.
+is in AudioCaps test and merged with the AudioCaps/AudioSetCaps clip of the same video. Their ids carry no
+time, so the file is used as is (WavCaps ships the 10 s clips); when only a file in AudioSet's own naming
+(``Y<ytid>_30.000_40.000``) is there, it is used and its name's times become the media span.
 
 JSON has no per-row lines; malformed entries are reported as ``file:<entry number>`` (1-based within
 ``data``), a file that is not valid JSON as ``file:<line>`` of the parse error.
@@ -66,8 +68,10 @@ def load(
     """Read WavCaps from ``root``; ``audio_dirs`` maps a subset to its audio folder(s).
 
     ``blacklists``: WavCaps' own lists of clips overlapping test sets (``json_files/blacklist/``; a name is
-    looked up there, a path is used as is; absent default files are skipped). Their ids are reported as
-    evaluation ids: ``blacklist_exclude_test_ac.json`` names the AudioSet clips of AudioCaps test and the
+    looked up there, a path is used as is). An absent default list is not fatal (not every copy has
+    ``json_files/blacklist``) but is a warning naming the folder (``SourceLoad.warnings``): without it the
+    FreeSound copies of Clotho evaluation clips stay in. Their ids are reported as evaluation ids:
+    ``blacklist_exclude_test_ac.json`` names the AudioSet clips of AudioCaps test and the
     FreeSound clips of Clotho evaluation, which media ids alone cannot match (Clotho names files by title).
     """
     expected = [f"{d}/{s}/*.json" for d in JSON_DIRS[:1] for s in subsets]
@@ -91,7 +95,13 @@ def load(
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             if tuple(blacklists) == BLACKLISTS:
-                continue  # the default list is optional: not every copy has json_files/blacklist
+                where = " or ".join(str(c.parent) for c in candidates)
+                out.warn(
+                    f"{NAME}: default blacklist {entry!r} not found in {where}; "
+                    f"the FreeSound copies of Clotho evaluation clips are NOT excluded (the AudioSet clips of "
+                    f"AudioCaps test are, by YouTube id, only when AudioCaps is built too). Download "
+                    f"json_files/blacklist/ from the WavCaps repository, or pass blacklists=() to build without it")
+                continue
             raise FileNotFoundError(f"{NAME}: blacklist {entry!r} not found (looked in {[str(c) for c in candidates]})")
         out.eval_ids |= read_blacklist(found)
     finders: dict[str, AudioFinder] = {}
@@ -133,11 +143,17 @@ def load(
                     continue
                 media_id = youtube_media_id(yt[0])
                 media_start, media_end = yt[1], yt[2]
+            audio_path = finders[subset].find([stem, raw_id])
+            if audio_path is None and subset == "AudioSet_SL" and media_start is None:
+                found = finders[subset].find_youtube(yt[0])  # AudioSet's own naming, Y<ytid>_30.000_40.000
+                if found is not None:
+                    audio_path, media_start, second = found
+                    media_end = second if second is not None and second > media_start else media_start + 10.0
             add_clip(
                 out,
                 where=where,
                 cut_id=f"{source}/{stem}",
-                audio_path=finders[subset].find([stem, raw_id]),
+                audio_path=audio_path,
                 captions=entry.get("caption"),
                 source=source,
                 domain=DOMAIN,
