@@ -31,7 +31,7 @@ from audiolp.data.ministew.plan import PROFILES, SPLITS, Planner, ProfileConfig,
 from audiolp.data.schema import SAMPLING_RATE, make_caption_cut, save_manifest
 from audiolp.data.tasks import TaskSpec, write_task_registry
 
-BUILD_VERSION = "ministew-1"
+BUILD_VERSION = "ministew-2"  # 2: held-out pools by content / drum samples
 GENERATORS = {
     "espeak": speech.gen_espeak,
     "file": speech.gen_file,
@@ -158,6 +158,13 @@ def build_ministew(out_dir, profile: str | ProfileConfig = "tiny", seed: int = 0
     if info_path.exists():
         info = json.loads(info_path.read_text())
         if all(info.get(k) == v for k, v in key.items()):
+            # The card's code is not part of the fingerprint (it changes no clip): refresh a stale CARD.md.
+            from audiolp.data.ministew.card import data_card
+
+            card = data_card(out_dir, info=info)
+            card_path = out_dir / "CARD.md"
+            if not card_path.exists() or card_path.read_text() != card:
+                card_path.write_text(card)
             return out_dir
     t0 = time.time()
     planner = Planner(cfg, seed, cache_dir)

@@ -37,6 +37,16 @@ SOURCE_PACKAGES = {
 }
 
 
+# Planner counters (build_info.json: skipped_sources) -> words for the card.
+HELD_OUT_COUNTS = {
+    "sfx_duplicate_contents": "effect files identical to another effect file",
+    "hedgewars_voice_duplicates": "Hedgewars voice files identical to another",
+    "tuxpaint_speech_duplicates": "stamp descriptions identical to another",
+    "drum_loops_without_sounds": "drum loops not made (no pretraining sample for the pattern's drums)",
+    "pretrain_clips_sharing_task_content": "pretraining clips sharing content with a task",
+}
+
+
 def _table(heads, rows) -> str:
     out = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -95,10 +105,17 @@ def data_card(out_dir, info: dict | None = None) -> str:
     for name, spec in registry.items():
         sizes = " / ".join(f"{len(task_cuts[name].get(s, [])):,}" for s in ("train", "val", "test"))
         trows.append([name, spec.domain, spec.kind, spec.metric, len(spec.labels) or "-", sizes, spec.description])
-    lines += ["", "## MiniBench tasks (held out: no clip id and no source file is shared with pretraining)", "",
+    lines += ["", "## MiniBench tasks (held out: no clip id, no source-file content and no drum sample is shared with pretraining)", "",
               _table(["task", "domain", "kind", "metric", "classes", "train / val / test", "how it generalises"], trows)]
     lines += ["", "## Licences of the sources used", "", _table(["source", "licence"], sorted(lic.items()))]
-    if info.get("skipped_sources"):
+    skipped = info.get("skipped_sources") or {}
+    unnamed = {k: v for k, v in skipped.items() if k.startswith("sfx:")}
+    if unnamed:
         lines += ["", "Effect files skipped because their names fit no category: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(info["skipped_sources"].items()))]
+                  + ", ".join(f"{k} {v}" for k, v in sorted(unnamed.items()))]
+    held = {k: v for k, v in skipped.items() if not k.startswith("sfx:")}
+    if held:
+        lines += ["", "Left out to keep tasks held out (one item per file content; drum loops only on pretraining "
+                  "samples; pretraining clips sharing content with a task): "
+                  + ", ".join(f"{HELD_OUT_COUNTS.get(k, k)} {v}" for k, v in sorted(held.items()))]
     return "\n".join(lines) + "\n"

@@ -277,6 +277,66 @@ def hydrogen_kits(root: Path) -> list[dict]:
     return kits
 
 
+def _riff_chunks(body: bytes):
+    off = 0
+    while off + 8 <= len(body):
+        size = int.from_bytes(body[off + 4:off + 8], "little")
+        yield body[off:off + 4].decode("latin-1"), body[off + 8:off + 8 + size]
+        off += 8 + size + (size & 1)
+
+
+def soundfont_drum_samples(sf_path) -> dict[int, dict[int, frozenset[int]]]:
+    """Which samples each drum preset (bank 128) plays for each key: {preset: {key: sample indices}}.
+
+    Read from the SF2/SF3 'pdta' tables (preset -> zones -> instrument -> zones -> sampleID, with key ranges),
+    without decoding audio. Drum presets of one soundfont share many samples (a "Brush" kit keeps the
+    "Standard" kick), so held-out kits are defined by sample identity, not by preset.
+    """
+    import mmap
+    import struct
+
+    with open(sf_path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        if m[:4] != b"RIFF" or m[8:12] != b"sfbk":
+            raise ValueError(f"{sf_path}: not a SoundFont (RIFF sfbk) file")
+        # pdta is the last list; some files omit the pad byte after an odd-sized sdta, so find it by its tag.
+        i = m.rfind(b"pdta")
+        if i < 8 or m[i - 8:i - 4] != b"LIST":
+            raise ValueError(f"{sf_path}: no 'pdta' list; the soundfont looks truncated")
+        body = bytes(m[i + 4:i - 4 + int.from_bytes(m[i - 4:i], "little")])
+    t = dict(_riff_chunks(body))
+
+    def recs(name, fmt):
+        n = struct.calcsize(fmt)
+        return [struct.unpack_from(fmt, t[name], k) for k in range(0, len(t[name]) - n + 1, n)]
+
+    phdr, pbag, pgen = recs("phdr", "<20sHHHIII"), recs("pbag", "<HH"), recs("pgen", "<HH")
+    inst, ibag, igen = recs("inst", "<20sH"), recs("ibag", "<HH"), recs("igen", "<HH")
+
+    def zones(bags, gens, b0, b1):
+        return [dict(gens[bags[b][0]:bags[b + 1][0]]) for b in range(b0, b1)]
+
+    def keys(z):  # generator 43 = keyRange (lo, hi bytes)
+        return (z[43] & 0xFF, z[43] >> 8) if 43 in z else (0, 127)
+
+    out: dict[int, dict[int, set]] = {}
+    for k in range(len(phdr) - 1):  # the last record is the terminal EOP
+        _, preset, bank, bag0 = phdr[k][:4]
+        if bank != 128:
+            continue
+        per_key = out.setdefault(preset, {})
+        for z in zones(pbag, pgen, bag0, phdr[k + 1][3]):
+            if 41 not in z:  # generator 41 = instrument; a zone without it is the global zone
+                continue
+            lo, hi = keys(z)
+            ii = z[41]
+            for iz in zones(ibag, igen, inst[ii][1], inst[ii + 1][1]):
+                if 53 in iz:  # generator 53 = sampleID
+                    l2, h2 = keys(iz)
+                    for key in range(max(lo, l2), min(hi, h2) + 1):
+                        per_key.setdefault(key, set()).add(iz[53])
+    return {p: {k: frozenset(v) for k, v in d.items()} for p, d in out.items()}
+
+
 def gen_drum_hits(p: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """2-4 hits of one drum instrument with varied velocity: a sample file (hydrogen) or a soundfont drum note."""
     n_hits = int(rng.integers(2, 5))
@@ -317,8 +377,9 @@ def gen_drum_loop(p: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
             for s_ in steps:
                 hits.append((b * 16 * step + s_ * step, cls, int(rng.integers(70, 120))))
     if p["kind"] == "sf":
-        notes = {c: GM_DRUM_NOTES[c][0] for c in DRUM_CLASSES}
-        events = [(t, 0.15, notes[c], v, 9) for t, c, v in hits]
+        # p["notes"]: the key of each class this loop may use (the planner keeps held-out samples out).
+        notes = p.get("notes") or {c: GM_DRUM_NOTES[c][0] for c in DRUM_CLASSES}
+        events = [(t, 0.15, notes[c], v, 9) for t, c, v in hits if c in notes]
         return render_events(p["sf"], events, {9: (128, p["preset"], True)}, total), {}
     samples = {c: trim_silence(load_audio(f), thresh_db=-50)[: int(1.0 * SAMPLING_RATE)] for c, f in p["files"].items()}
     x = np.zeros(int(total * SAMPLING_RATE) + SAMPLING_RATE, np.float32)

@@ -24,8 +24,45 @@ ESPEAK_VARIANTS = {
 # espeak language voice -> iso-codes locale directory.
 ESPEAK_LANGS = {"en": "en", "fr": "fr", "de": "de", "es": "es", "it": "it", "pt": "pt", "ru": "ru", "pl": "pl",
                 "nl": "nl", "sv": "sv", "el": "el", "tr": "tr", "fi": "fi", "cs": "cs", "hu": "hu", "ro": "ro"}
-PITCH_LEVELS = {"low": (0, 14), "medium": (43, 57), "high": (86, 100)}  # espeak pitch parameter 0-99
+# espeak pitch parameter bands (0-99). On the male, non-whispered voices of PITCH_VOICES the bands give
+# non-overlapping median F0 (measured over en/fr/de/ru/el at speed 1.0): low 48-72 Hz, medium 80-110 Hz,
+# high 128-172 Hz. Female and whispered voices sit elsewhere (or have no F0), so pitch_level uses only these.
+PITCH_LEVELS = {"low": (0, 9), "medium": (45, 56), "high": (90, 100)}
+PITCH_VOICES = ("m1", "m3", "m5", "m7", "klatt", "Andy", "grandpa", "boris", "croak")
+PITCH_F0_HZ = {"low": (0, 76), "medium": (76, 120), "high": (120, 1000)}  # the measured rule the bands satisfy
 RATE_LEVELS = {"slow": (105, 130), "normal": (160, 185), "fast": (250, 290)}  # words per minute
+
+
+def median_f0(x: np.ndarray, sr: int, fmin: float = 40.0, fmax: float = 400.0) -> float:
+    """Median F0 (Hz) over voiced 60 ms frames by normalised autocorrelation; NaN when no frame is voiced.
+
+    A sub-harmonic check (a peak at 2x or 3x the lag nearly as strong) keeps it from reporting a harmonic.
+    Used to check pitch_level's rule (PITCH_F0_HZ), not to make clips.
+    """
+    x = np.asarray(x, np.float64)
+    x = x / (np.abs(x).max() + 1e-12)
+    n = int(0.06 * sr)
+    lo, hi = int(sr / fmax), int(sr / fmin)
+    out = []
+    for i in range(0, x.size - n, n // 2):
+        fr = x[i:i + n] - x[i:i + n].mean()
+        if np.sqrt(np.mean(fr ** 2)) < 0.03:
+            continue
+        ac = np.correlate(fr, fr, "full")[n - 1:]
+        ac = ac / (ac[0] * (n - np.arange(n)) / n + 1e-12)
+        seg = ac[lo:hi]
+        k = int(np.argmax(seg))
+        best = seg[k]
+        for m in (2, 3):
+            j = (k + lo) * m - lo
+            if j < seg.size - 2:
+                jj = j - 2 + int(np.argmax(seg[j - 2:j + 3]))
+                if seg[jj] > 0.9 * best:
+                    k = jj
+        if best > 0.5:
+            out.append(sr / (k + lo))
+    return float(np.median(out)) if out else float("nan")
+
 
 
 # ------------------------------------------------------------------------------------------ iso-codes text
