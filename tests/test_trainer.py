@@ -568,6 +568,24 @@ def test_an_unreadable_single_clip_batch_on_one_of_two_ranks(tmp_path):
     assert res["steps"] == 6 and sum(h["items"] for h in res["history"]) == 11  # 12 clips, 2 per step, 1 unread
 
 
+def test_shar_corpus_is_screened_and_subset_from_its_metadata_only(corpus, tmp_path):
+    """A Shar corpus: the screen, the scale subset and the label set read only the cut shards (no audio); the
+    subset is the one the jsonl manifest gives, and training reads its audio from the tars."""
+    from audiolp.data.schema import export_shar, load_manifest
+    from audiolp.train.trainer import load_training_cuts, train
+
+    export_shar(load_manifest(corpus), tmp_path / "shar", shard_size=8)
+    cfg = base_cfg(tmp_path / "shar", tmp_path / "run", "tagging", scale="4M", max_steps=2, checkpoint_every=100)
+    meta, subset, info, _ = load_training_cuts(cfg, log=lambda *a: None)
+    assert {c.recording.sources[0].type for c in meta} == {"shar"}  # metadata: no audio bytes were read
+    ref = load_training_cuts(base_cfg(corpus, tmp_path / "ref", "tagging", scale="4M"), log=lambda *a: None)[1]
+    assert [c.id for c in subset] == [c.id for c in ref] and info.selected == 9
+    assert {c.recording.sources[0].type for c in subset} == {"memory"}  # training gets the audio
+    res = json.loads((train(cfg) / "results.json").read_text())
+    assert res["completed"] and all(math.isfinite(v) for v in _losses(tmp_path / "run"))
+    assert res["config"]["label_set"] == ["beep", "hum", "noise", "tonal"]  # from the metadata, whole corpus
+
+
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):
     import audiolp
     from audiolp.data.loader import LoaderConfig, make_dataloader

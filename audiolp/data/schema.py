@@ -148,6 +148,14 @@ def load_manifest(path: str | os.PathLike) -> CutSet:
     return CutSet.from_file(path)
 
 
+def shar_metadata(path: str | os.PathLike) -> CutSet | None:
+    """For a Shar directory, its cuts without their audio (only the ``cuts.*.jsonl*`` shards are read): scanning
+    these costs no audio I/O. None for any other manifest."""
+    path = Path(path)
+    shards = sorted(path.glob("cuts.*.jsonl*")) if path.is_dir() else []
+    return CutSet.from_shar(fields={"cuts": shards}) if shards else None
+
+
 def export_shar(cuts: CutSet, out_dir: str | os.PathLike, shard_size: int = 1000, audio_format: str = "flac") -> list:
     """Write cuts with their audio as lhotse Shar (tar shards), the format for streaming large corpora."""
     out_dir = Path(out_dir)

@@ -126,7 +126,8 @@ def min_clip_seconds(cfg: TrainConfig) -> float:
 def screen_training_cuts(cuts, needs_captions: bool, min_seconds: float, log=print):
     """Clips that would stop a run mid-way are left out before it starts: shorter than ``min_seconds`` (the
     encoder's minimum), or without a non-empty caption when the objective needs one. One pass over the manifest
-    (lazy ones stay lazy). Returns (kept cuts, {reason: count}); each reason is logged with examples (id, file)."""
+    (lazy ones stay lazy). Returns (the ids to leave out, {reason: count}); each reason is logged with examples
+    (id, file)."""
     from audiolp.data.schema import clean_captions
 
     bad: dict[str, list] = {"too_short": [], "no_caption": []}
@@ -138,7 +139,7 @@ def screen_training_cuts(cuts, needs_captions: bool, min_seconds: float, log=pri
             bad["no_caption"].append(c)
     counts = {k: len(v) for k, v in bad.items()}
     if not any(counts.values()):
-        return cuts, counts
+        return set(), counts
 
     def where(c) -> str:
         src = c.recording.sources[0].source if getattr(c, "has_recording", False) and c.recording.sources else "?"
@@ -150,38 +151,45 @@ def screen_training_cuts(cuts, needs_captions: bool, min_seconds: float, log=pri
         if items:
             log(f"[audiolp] leaving out {len(items)} clip(s) {why[reason]}: "
                 + ", ".join(where(c) for c in items[:3]) + (", ..." if len(items) > 3 else ""))
-    return cuts.filter(_IdNotIn({c.id for items in bad.values() for c in items})), counts
+    return {c.id for items in bad.values() for c in items}, counts
 
 
-class _IdNotIn:
-    """A picklable cut filter (lhotse's lazy filter may travel to DataLoader workers)."""
+class _IdFilter:
+    """A picklable cut filter (lhotse's lazy filter may travel to DataLoader workers): the cuts whose id is in
+    ``ids`` (``keep=True``) or not in it."""
 
-    def __init__(self, ids: set[str]):
-        self.ids = ids
+    def __init__(self, ids: set[str], keep: bool):
+        self.ids, self.keep = ids, keep
 
     def __call__(self, cut) -> bool:
-        return cut.id not in self.ids
+        return (cut.id in self.ids) == self.keep
 
 
 def load_training_cuts(cfg: TrainConfig, log=print):
     """The manifest without the clips a run cannot use (see ``screen_training_cuts``), cut down to ``cfg.scale``
     (nested subsets; small corpora map the paper's scale to the same fraction of PAPER_FULL_PAIRS).
     Returns (all cuts, training cuts, scale info or None, {reason: clips left out})."""
-    from audiolp.data.schema import load_manifest
+    from audiolp.data.schema import load_manifest, shar_metadata
     from audiolp.objectives import OBJECTIVES
 
     if not cfg.data:
         raise ValueError("TrainConfig.data is empty; give the path of a cut manifest (cuts.jsonl.gz) or Shar dir")
     cuts = load_manifest(cfg.data)
+    # The scans below (screen, scale, the tagging label set) read metadata only: for a Shar corpus, its cut
+    # shards without the audio tars; training then reads the audio of the chosen clips.
+    meta = shar_metadata(cfg.data) or cuts
     needs_captions = getattr(OBJECTIVES[cfg.objective][0], "requires_captions", False)
-    usable, left_out = screen_training_cuts(cuts, needs_captions, min_clip_seconds(cfg), log=log)
+    left_ids, left_out = screen_training_cuts(meta, needs_captions, min_clip_seconds(cfg), log=log)
+    usable = meta.filter(_IdFilter(left_ids, keep=False)) if left_ids else meta
     if cfg.scale is None:
-        return cuts, usable, None, left_out
+        return meta, (cuts.filter(_IdFilter(left_ids, keep=False)) if left_ids else cuts), None, left_out
     from audiolp.data.scale import PAPER_FULL_PAIRS, select_scale
 
     subset, info = select_scale(usable, cfg.scale, seed=cfg.seed, reference_total=PAPER_FULL_PAIRS)
     log(f"[audiolp] scale {cfg.scale!r}: " + (info.describe() if hasattr(info, "describe") else str(info)))
-    return cuts, subset, info, left_out
+    if meta is not cuts:  # Shar: the chosen clips, read with their audio, in manifest order
+        subset = cuts.filter(_IdFilter({c.id for c in subset}, keep=True))
+    return meta, subset, info, left_out
 
 
 class EMA:
@@ -265,6 +273,7 @@ class BatchStream:
         self.max_epochs, self.on_new_epoch = max_epochs, on_new_epoch
         self._restored = restored
         self._it = None
+        self.closed = False
         self.exhausted = max_epochs is not None and epoch >= max_epochs
 
     def start(self) -> None:
@@ -304,8 +313,9 @@ class BatchStream:
         return self._it is not None
 
     def close(self) -> None:
-        """Drop the iterator, which shuts its DataLoader workers down."""
+        """Drop the iterator, which shuts its DataLoader workers down. The stream cannot be read again."""
         self._it = None
+        self.closed = True
 
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -541,6 +551,9 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------------------
     def run(self, stop_after: int | None = None) -> Path:
         cfg, info = self.cfg, self.info
+        if self.stream.closed:  # its loader position is gone; a new Trainer resumes from the checkpoint
+            raise RuntimeError("Trainer.run() was already called on this trainer; build a new one (or call "
+                               f"audiolp.train.trainer.train again) to continue from the checkpoint in {self.run_dir}")
         self._t_start = time.perf_counter()
         self._last_saved = self.step if self.resume_from is not None else -1
         set_batch_count = getattr(self.objective.encoder, "set_batch_count", None)
