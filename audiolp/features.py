@@ -7,6 +7,7 @@ each is in BENCHMARKS.md).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
 from lhotse.dataset import SpecAugment
 
 from audiolp.data.schema import SAMPLING_RATE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,13 +133,15 @@ def precompute_features(cuts: CutSet, out_dir: str | Path, cfg: FeatureConfig | 
     stopped; a shard without a manifest is recomputed. Last, all shards are joined into ``cuts_with_feats.jsonl.gz``
     (atomically, in the input order, so scale subsets pick the same clips). Reusing a folder made with another
     feature config or for other clips is an error: nothing finished is overwritten. Memory holds one shard.
+    Clips whose audio cannot be read are left out, logged with their file and listed in
+    ``shard-*.unreadable.txt``. Archive paths are recorded absolute, so training may start from any directory.
     """
     from audiolp.data.schema import save_manifest
 
     cfg = cfg or FeatureConfig()
     if shard_size < 1:
         raise ValueError(f"precompute_features: shard_size={shard_size}; give the clips per archive (>= 1)")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # the manifests record archive paths: absolute, so any cwd can train on them
     out_dir.mkdir(parents=True, exist_ok=True)
     config_path = out_dir / FEATURE_CONFIG_FILE
     wanted = asdict(cfg)
@@ -157,8 +162,11 @@ def precompute_features(cuts: CutSet, out_dir: str | Path, cfg: FeatureConfig | 
         shard_manifest = out_dir / f"shard-{i:05d}.jsonl.gz"
         shard_paths.append(shard_manifest)
         ids = [c.id for c in shard]
+        skipped_path = shard_manifest.with_name(f"shard-{i:05d}.unreadable.txt")
         if shard_manifest.exists():
+            unreadable = set(skipped_path.read_text(encoding="utf-8").split("\n")) if skipped_path.exists() else set()
             done = [c.id for c in CutSet.from_file(shard_manifest)]
+            ids = [cid for cid in ids if cid not in unreadable]
             if done != ids:
                 at = next((k for k, (a, b) in enumerate(zip(done, ids)) if a != b), min(len(done), len(ids)))
                 have = repr(done[at]) if at < len(done) else "(end)"
@@ -176,9 +184,18 @@ def precompute_features(cuts: CutSet, out_dir: str | Path, cfg: FeatureConfig | 
             storage_type=LilcomChunkyWriter,
             overwrite=True,
         )
-        # the batch extractor may reorder clips; keep the manifest order
+        # the batch extractor may reorder clips (keep the manifest order) and leaves out unreadable audio: those
+        # are named in the log and in shard-*.unreadable.txt (written first: a manifest implies a complete list)
         by_id = {c.id: c for c in stored}
-        save_manifest([by_id[cid] for cid in ids], shard_manifest)
+        unreadable = [c for c in shard if c.id not in by_id]
+        if unreadable:
+            for c in unreadable:
+                log.warning("precompute_features: left out clip %r, its audio could not be read (%s)", c.id,
+                            c.recording.sources[0].source if c.has_recording and c.recording.sources else "?")
+            tmp = skipped_path.with_name(skipped_path.name + ".partial")
+            tmp.write_text("\n".join(c.id for c in unreadable), encoding="utf-8")
+            os.replace(tmp, skipped_path)
+        save_manifest([by_id[cid] for cid in ids if cid in by_id], shard_manifest)
 
     def joined():
         for path in shard_paths:

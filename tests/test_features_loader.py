@@ -1,4 +1,6 @@
 """Fbank, SpecAugment and the duration-bucketed, DDP-aware loader on small generated audio."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -205,6 +207,30 @@ def test_precompute_resumes_by_shard_and_refuses_foreign_work(cuts, tmp_path):
     with pytest.raises(FeatureStoreError, match="shard-00000.jsonl.gz"):
         precompute_features(cuts.subset(first=7).subset(last=6), tmp_path, num_workers=0, shard_size=2)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_precompute_leaves_out_unreadable_clips_and_records_absolute_paths(cuts, tmp_path, monkeypatch, caplog):
+    """One clip's file is corrupt: it is left out, named in the log and in the shard's list, and a rerun reuses the
+    finished shard. A relative out_dir still gives archive paths that work from another directory."""
+    import logging
+    import shutil
+
+    few = list(cuts.subset(first=4))
+    bad = tmp_path / "bad.wav"
+    shutil.copy(few[1].recording.sources[0].source, bad)
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt ")
+    few[1] = _repoint(few[1], bad)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="audiolp.features"):
+        stored = precompute_features(CutSet.from_cuts(few), "feats", num_workers=0, shard_size=2).to_eager()
+    assert [c.id for c in stored] == [few[0].id, few[2].id, few[3].id]
+    assert (tmp_path / "feats" / "shard-00000.unreadable.txt").read_text() == few[1].id
+    assert any(few[1].id in r.getMessage() and "bad.wav" in r.getMessage() for r in caplog.records)
+    assert all(Path(c.features.storage_path).is_absolute() for c in stored)
+    again = precompute_features(CutSet.from_cuts(few), "feats", num_workers=0, shard_size=2).to_eager()
+    assert [c.id for c in again] == [c.id for c in stored]
+    monkeypatch.chdir("/")
+    assert stored[0].load_features().shape[1] == 80
 
 
 def test_cli_prepare_features(cuts, tmp_path, capsys):
