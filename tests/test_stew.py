@@ -156,6 +156,13 @@ def test_exclude_ids_by_media_id_and_stem(built, tmp_path):
     assert report.num_cuts == 12
     assert report.inputs["audiosetcaps"]["dropped_excluded"] == 1
     assert report.inputs["jamendomaxcaps"]["dropped_excluded"] == 1
+    assert report.stats["build"]["exclude_ids_unmatched"] == 0
+    # A list written for another tool ("id  # comment" lines) would exclude nothing: that is reported, not silent.
+    ids_file.write_text("YSSSSSSSSSSS.wav  # the siren clip\n1001\n")
+    with pytest.warns(UserWarning, match="1 of 2 exclude ids match no clip"):
+        report = build_captionstew(_sources(corpora), tmp_path / "ex2", exclude_ids=ids_file)
+    assert report.stats["build"]["exclude_ids_unmatched"] == 1 and report.num_cuts == 13
+    assert "exclude_ids" in report.stats["build"]["warnings"]
 
 
 def test_bad_source_writes_nothing(built, tmp_path):

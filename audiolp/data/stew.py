@@ -29,6 +29,7 @@ import io
 import json
 import os
 import random
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,9 +184,9 @@ def build_captionstew(
     eval_ids: set[str] = set()
     for _, ld in loads:
         eval_ids |= ld.eval_ids
-    exclude_keys: set[str] = set()
-    for raw in read_id_list(exclude_ids):
-        exclude_keys |= normalize_media_key(raw)
+    raw_keys = {raw: normalize_media_key(raw) for raw in read_id_list(exclude_ids)}
+    exclude_keys: set[str] = set().union(*raw_keys.values())
+    matched_keys: set[str] = set()  # to report exclude ids that match no clip (a list in another format?)
 
     inputs: dict[str, dict] = {}
     kept: list[PackedCut] = []
@@ -194,10 +195,12 @@ def build_captionstew(
         counts = {**ld.summary(), "dropped_eval_overlap": 0, "dropped_excluded": 0, "duplicates_merged": 0, "kept": 0}
         for rec in ld.cuts:
             media = rec.media_id or rec.id
+            excluded = cut_media_keys(rec.cut()) & exclude_keys if exclude_keys else set()
+            matched_keys |= excluded
             if drop_eval and media in eval_ids:
                 counts["dropped_eval_overlap"] += 1
                 continue
-            if exclude_keys and cut_media_keys(rec.cut()) & exclude_keys:
+            if excluded:
                 counts["dropped_excluded"] += 1
                 continue
             twin = next((k for k in by_media[media] if _overlap(k.span, rec.span)), None)
@@ -241,6 +244,13 @@ def build_captionstew(
         "captions_counted_by": "caption source",
     }
     warned = {label: list(ld.warnings) for label, ld in loads if ld.warnings}
+    unmatched = [raw for raw, keys in raw_keys.items() if not keys & matched_keys]
+    stats["build"]["exclude_ids_unmatched"] = len(unmatched)
+    if unmatched:  # e.g. "id  # comment" lines of a list written for another tool: nothing would be excluded
+        message = (f"{len(unmatched)} of {len(raw_keys)} exclude ids match no clip, e.g. {unmatched[:3]}; give one "
+                   "id per line (a clip id, media id, YouTube id or audio file stem) or a .csv with the ids first")
+        warnings.warn(message, stacklevel=2)
+        warned["exclude_ids"] = [message]
     if warned:  # e.g. WavCaps without its blacklist: the build is valid but may keep evaluation clips
         stats["build"]["warnings"] = warned
 
