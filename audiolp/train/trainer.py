@@ -698,14 +698,17 @@ class Trainer:
 
     def _micro_weights(self, micro: list[dict]) -> tuple[list[float], float]:
         """Each micro-batch's loss weight and the step's total weight over all ranks (see ``loss_weighting``)."""
-        if self.cfg.loss_weighting == "micro_batches":
-            weights = [1.0] * len(micro)
-        else:
-            # Objectives whose loss is a mean over other units than clips (captioning: tokens) say how many.
-            count = getattr(self.objective, "loss_weight", None)
-            weights = [float(count(b, self.step) if count is not None else _num_clips(b)) if _num_clips(b) else 0.0
-                       for b in micro]
-        weights = [w if _num_clips(b) else 0.0 for w, b in zip(weights, micro)]  # empty: every clip unreadable
+        # Objectives whose loss is a mean over other units than clips (captioning: tokens) say how many.
+        count = getattr(self.objective, "loss_weight", None)
+
+        def weight(b: dict) -> float:
+            if not _num_clips(b):  # every clip of it was unreadable: its stand-in counts for nothing
+                return 0.0
+            if self.cfg.loss_weighting == "micro_batches":
+                return 1.0
+            return float(count(b, self.step) if count is not None else _num_clips(b))
+
+        weights = [weight(b) for b in micro]
         # The same all-reduce tells every rank whether any of them was asked to stop (it stops after this step).
         total, stops = all_reduce_sum([sum(weights), float(self.stop_signal is not None)], self.info)
         self._stop_agreed = stops > 0
