@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 
 def load_encoder(run_dir, **kwargs):
-    """Frozen encoder of a pretraining run (see :func:`audiolp.train.checkpoint.load_encoder`)."""
-    from audiolp.train.checkpoint import load_encoder as _load
+    """Frozen encoder of a pretraining run (see :func:`audiolp.models.io.load_encoder`)."""
+    from audiolp.models.io import load_encoder as _load
 
     return _load(run_dir, **kwargs)

@@ -64,7 +64,7 @@ def cmd_prepare(args) -> int:
         return 0
     if args.corpus == "features":
         from audiolp.data.schema import load_manifest
-        from audiolp.features import precompute_features
+        from audiolp.data.precompute import precompute_features
 
         if not args.data:
             raise SystemExit("prepare features needs --data MANIFEST (the cuts to compute fbank for)")

@@ -78,7 +78,9 @@ def base_cfg(manifest: Path, run_dir: Path, objective: str, **kw):
         progress=False,
     )
     d.update(kw)
-    return TrainConfig.from_dict(d)
+    # The test corpus has sub-second clips: only the encoder's own minimum applies.
+    d["loader"] = {"min_clip_seconds": None, **d["loader"]}
+    return TrainConfig.from_preset("demo_cpu", d)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -127,13 +129,13 @@ def test_config_json_round_trip_and_errors(tmp_path):
 
 def test_config_feeds_encoder_and_objective(tmp_path):
     from audiolp.train.config import TrainConfig
-    from audiolp.train.trainer import build_encoder_config, objective_config_for
+    from audiolp.train.data import objective_config_for
 
     cfg = TrainConfig(objective="captioning", model="zipformer_tiny", text_model="my/tok", seed=7,
                       model_overrides={"dropout": 0.0}, optim={"name": "adamw"})
-    z = build_encoder_config(cfg)
+    z = cfg.encoder_config()
     assert z.attention_scaling is True and z.dropout == 0.0 and z.encoder_dim == (32, 48, 64, 48)
-    assert build_encoder_config(TrainConfig(model="zipformer_tiny")).attention_scaling is False  # ScaledAdam
+    assert TrainConfig(model="zipformer_tiny").encoder_config().attention_scaling is False  # ScaledAdam
     oc = objective_config_for(cfg)
     assert oc["tokenizer"] == "my/tok" and oc["seed"] == 7
     oc = objective_config_for(TrainConfig(objective="contrastive", text_model="x", objective_config={"seed": 3}))
@@ -141,9 +143,9 @@ def test_config_feeds_encoder_and_objective(tmp_path):
     with pytest.raises(ValueError, match="text model in one place"):
         objective_config_for(TrainConfig(objective="contrastive", text_model="x", objective_config={"text_model": "y"}))
     with pytest.raises(ValueError, match="model_overrides.*dropoutt"):
-        build_encoder_config(TrainConfig(model="zipformer_tiny", model_overrides={"dropoutt": 0.0}))
+        TrainConfig(model="zipformer_tiny", model_overrides={"dropoutt": 0.0}).encoder_config()
     with pytest.raises(ValueError, match="attention_scaling"):
-        build_encoder_config(TrainConfig(model="zipformer_tiny", model_overrides={"attention_scaling": True}))
+        TrainConfig(model="zipformer_tiny", model_overrides={"attention_scaling": True}).encoder_config()
 
 
 def test_flatten_state_round_trips_an_optimizer(tmp_path):
@@ -503,7 +505,8 @@ def test_clips_too_short_or_without_caption_are_left_out_before_the_start(tmp_pa
     from lhotse.utils import fastcopy
 
     from audiolp.data.schema import load_manifest
-    from audiolp.train.trainer import load_training_cuts, min_clip_seconds, train
+    from audiolp.train.data import load_training_cuts, min_clip_seconds
+    from audiolp.train.trainer import train
 
     manifest = make_corpus(tmp_path / "corpus", per_kind=3)
     cuts = list(load_manifest(manifest))
@@ -572,7 +575,8 @@ def test_shar_corpus_is_screened_and_subset_from_its_metadata_only(corpus, tmp_p
     """A Shar corpus: the screen, the scale subset and the label set read only the cut shards (no audio); the
     subset is the one the jsonl manifest gives, and training reads its audio from the tars."""
     from audiolp.data.schema import export_shar, load_manifest
-    from audiolp.train.trainer import load_training_cuts, train
+    from audiolp.train.data import load_training_cuts
+    from audiolp.train.trainer import train
 
     export_shar(load_manifest(corpus), tmp_path / "shar", shard_size=8)
     cfg = base_cfg(tmp_path / "shar", tmp_path / "run", "tagging", scale="4M", max_steps=2, checkpoint_every=100)
@@ -583,7 +587,7 @@ def test_shar_corpus_is_screened_and_subset_from_its_metadata_only(corpus, tmp_p
     assert {c.recording.sources[0].type for c in subset} == {"memory"}  # training gets the audio
     res = json.loads((train(cfg) / "results.json").read_text())
     assert res["completed"] and all(math.isfinite(v) for v in _losses(tmp_path / "run"))
-    assert res["config"]["label_set"] == ["beep", "hum", "noise", "tonal"]  # from the metadata, whole corpus
+    assert res["config"]["objective_config"]["label_set"] == ["beep", "hum", "noise", "tonal"]  # from the metadata, whole corpus
 
 
 def test_load_encoder_is_frozen_and_matches_the_trained_encoder(corpus, tagging_run):
@@ -761,7 +765,7 @@ def test_scale_subset_bf16_and_init_from(corpus, tmp_path, tagging_run, capsys):
     assert "mapped onto this corpus" in capsys.readouterr().out
     assert res["precision"] == "bf16" and all(np.isfinite(_losses(run)))
     saved = json.loads((run / "config.json").read_text())
-    assert saved["label_set"] == ["beep", "hum", "noise", "tonal"]
+    assert saved["objective_config"]["label_set"] == ["beep", "hum", "noise", "tonal"]
     from audiolp.train.checkpoint import CheckpointError, load_encoder
 
     with pytest.raises(CheckpointError, match="use_ema=False"):  # this run kept no EMA
@@ -777,7 +781,7 @@ def test_sampler_position_ignores_prefetched_batches(corpus):
     batches *consumed*, not of those the sampler handed out."""
     from audiolp.data.loader import LoaderConfig, make_sampler
     from audiolp.data.schema import load_manifest
-    from audiolp.train.trainer import restore_sampler, sampler_position
+    from audiolp.train.state import restore_sampler, sampler_position
 
     cuts = load_manifest(corpus)
     cfg = LoaderConfig(max_duration=5.0, num_buckets=2)

@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoaderConfig:
-    max_duration: float = 200.0  # seconds of audio per batch (per rank)
+    max_duration: float = 600.0  # seconds of audio per batch (per rank; Auden: 600 s per GPU)
+    # Training clips outside [min_clip_seconds, max_clip_seconds] are left out before a run starts (counted in
+    # results.json; Auden keeps 1-60 s). None = no bound (the encoder's own minimum of 90 ms still holds).
+    min_clip_seconds: float | None = 1.0
+    max_clip_seconds: float | None = 60.0
     num_buckets: int = 10
     shuffle: bool = True
     drop_last: bool = False
@@ -71,6 +75,10 @@ class LoaderConfig:
             )
         if self.max_duration <= 0:
             raise ValueError(f"LoaderConfig.max_duration={self.max_duration}; give seconds of audio per batch > 0")
+        lo, hi = self.min_clip_seconds or 0.0, self.max_clip_seconds
+        if lo < 0 or (hi is not None and hi <= lo):
+            raise ValueError(f"LoaderConfig clip bounds [{self.min_clip_seconds}, {self.max_clip_seconds}] s are not "
+                             "a range; give 0 <= min_clip_seconds < max_clip_seconds (or None for no bound)")
 
 
 class CaptionBatchDataset(Dataset):
@@ -93,7 +101,7 @@ class CaptionBatchDataset(Dataset):
             if missing:
                 raise ValueError(
                     f"features='precomputed' but cut {missing[0]!r} has no stored features; run "
-                    "audiolp.features.precompute_features or set features='on_the_fly'"
+                    "audiolp.data.precompute.precompute_features or set features='on_the_fly'"
                 )
             return self._precomputed
         return self._on_the_fly

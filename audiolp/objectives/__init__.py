@@ -1,5 +1,6 @@
-"""Pretraining objectives. Each is an ``nn.Module`` with ``.encoder`` and ``forward(batch, step) -> ObjectiveOutput``;
-the trainer builds one by name and never looks inside.
+"""Pretraining objectives. Each is an :class:`Objective` (an ``nn.Module`` with ``.encoder``,
+``forward(batch, step) -> ObjectiveOutput`` and the hooks of that contract); the trainer builds one by name and
+never looks inside.
 
     obj = build_objective("contrastive", encoder, {"proj_dim": 256})
     out = obj(batch, step)           # out.loss, out.logs, out.num_items
@@ -10,20 +11,20 @@ import dataclasses
 
 from torch import nn
 
-from audiolp.objectives.base import (ObjectiveOutput, coerce_config, init_encoder_from, pick_captions,
-                                     seeded_choice, seeded_uniform)
+from audiolp.models.io import load_encoder_weights as init_encoder_from
+from audiolp.objectives.base import Objective, ObjectiveOutput, coerce_config, pick_captions, seeded_choice, seeded_uniform
 from audiolp.objectives.captioning import CaptioningConfig, CaptioningObjective
 from audiolp.objectives.contrastive import ContrastiveConfig, ContrastiveObjective, infonce_loss, siglip_loss
 from audiolp.objectives.tagging import TaggingConfig, TaggingObjective
 
-OBJECTIVES: dict[str, tuple[type[nn.Module], type]] = {
-    "contrastive": (ContrastiveObjective, ContrastiveConfig),
-    "captioning": (CaptioningObjective, CaptioningConfig),
-    "tagging": (TaggingObjective, TaggingConfig),
+OBJECTIVES: dict[str, type[Objective]] = {
+    "contrastive": ContrastiveObjective,
+    "captioning": CaptioningObjective,
+    "tagging": TaggingObjective,
 }
 
 
-def _entry(name: str):
+def objective_class(name: str) -> type[Objective]:
     try:
         return OBJECTIVES[name]
     except KeyError:
@@ -31,17 +32,18 @@ def _entry(name: str):
 
 
 def objective_config_class(name: str) -> type:
-    return _entry(name)[1]
+    return objective_class(name).config_class
 
 
-def build_objective(name: str, encoder: nn.Module, config=None, label_set: list[str] | None = None) -> nn.Module:
-    """Objective ``name`` around ``encoder``; ``config`` is a dict, the matching config dataclass, or None."""
-    cls, cfg_cls = _entry(name)
-    cfg = coerce_config(cfg_cls, config)
-    if name == "tagging":
-        return cls(encoder, cfg, label_set=label_set)
+def build_objective(name: str, encoder: nn.Module, config=None, label_set: list[str] | None = None) -> Objective:
+    """Objective ``name`` around ``encoder``; ``config`` is a dict, the matching config dataclass, or None.
+    ``label_set`` is shorthand for the config's ``label_set`` field (objectives that have one: tagging)."""
+    cls = objective_class(name)
+    cfg = coerce_config(cls.config_class, config)
     if label_set is not None:
-        raise ValueError(f"label_set is only used by the 'tagging' objective, not {name!r}")
+        if not hasattr(cfg, "label_set"):
+            raise ValueError(f"label_set is only used by objectives with classes (tagging), not {name!r}")
+        cfg.label_set = [str(x) for x in label_set]
     return cls(encoder, cfg)
 
 
@@ -51,7 +53,7 @@ def objective_config_dict(objective: nn.Module) -> dict:
 
 
 __all__ = [
-    "OBJECTIVES", "ObjectiveOutput", "build_objective", "objective_config_class", "objective_config_dict",
+    "OBJECTIVES", "Objective", "ObjectiveOutput", "objective_class", "build_objective", "objective_config_class", "objective_config_dict",
     "init_encoder_from", "ContrastiveConfig", "ContrastiveObjective", "CaptioningConfig", "CaptioningObjective",
     "TaggingConfig", "TaggingObjective", "infonce_loss", "siglip_loss", "seeded_uniform", "seeded_choice",
     "pick_captions",

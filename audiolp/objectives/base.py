@@ -1,12 +1,10 @@
-"""What every pretraining objective shares: the output record, seeded per-sample choices, config coercion,
-and loading encoder weights from a checkpoint."""
+"""What every pretraining objective shares: the contract with the trainer (:class:`Objective`), the output record,
+seeded per-sample choices and config coercion."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -19,6 +17,43 @@ class ObjectiveOutput:
     loss: torch.Tensor  # scalar, differentiable
     logs: dict[str, float] = field(default_factory=dict)
     num_items: int = 0  # clips in the (local) batch
+
+
+class Objective(nn.Module):
+    """The contract between an objective and the trainer, which knows nothing else about it.
+
+    A subclass sets ``config_class`` (its config dataclass), keeps the audio encoder as ``self.encoder`` and
+    implements ``forward(batch, step) -> ObjectiveOutput``. The hooks below have defaults that fit an objective
+    whose loss is a mean over clips and whose parameters all train at the base learning rate.
+    """
+
+    config_class: ClassVar[type]
+    # Clips without a non-empty caption are left out before a run starts (they would stop it mid-way).
+    requires_captions: ClassVar[bool] = False
+
+    def __init__(self, encoder: nn.Module, config: Any = None):
+        super().__init__()
+        self.encoder = encoder
+        self.config = coerce_config(self.config_class, config)
+
+    @classmethod
+    def prepare(cls, config: dict, cuts, label_field: str | None = None) -> dict:
+        """The objective's config completed from the training corpus before the objective is built (e.g. tagging's
+        label set; ``label_field`` names the manifest field holding labels). Runs once, on the whole manifest
+        (not the scale subset), so every scale of a corpus gets the same config. Default: unchanged."""
+        return dict(config)
+
+    def param_groups(self) -> list[dict]:
+        """Learning-rate groups ``[{"params", "lr_scale", "name"}]`` covering every trainable parameter once."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0, "name": "all"}]
+
+    def loss_weight(self, batch: dict, step: int = 0) -> float:
+        """How many units the batch loss is a mean over (clips by default): micro-batches and ranks are weighted
+        by it so that a step averages over every unit of the global batch."""
+        return float(len(batch["cut_ids"]) if "cut_ids" in batch else batch["features"].shape[0])
+
+    def forward(self, batch: dict, step: int = 0) -> ObjectiveOutput:
+        raise NotImplementedError
 
 
 def seeded_uniform(seed: int, step: int, key: str, purpose: str) -> float:
@@ -69,44 +104,3 @@ def audio_inputs(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch
 def coerce_config(cls, config: Any):
     """None -> defaults; dict -> cls(**dict) with a clear error naming unknown fields; dataclass of cls -> itself."""
     return dataclass_from(cls, config)
-
-
-def init_encoder_from(objective_or_encoder: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load encoder weights from a safetensors file into ``objective.encoder`` (or into a bare encoder).
-
-    The file holds either a whole objective (keys "encoder.*" are taken, heads and text towers ignored) or a
-    bare encoder state dict. Every encoder key must be present with the same
-    shape; a mismatch raises ValueError naming the file and the keys. Returns the encoder.
-    """
-    from safetensors.torch import load_file
-
-    # An encoder is recognised by the encoder contract's `output_dim` (a Zipformer also has a `.encoder` submodule).
-    m = objective_or_encoder
-    encoder = m if hasattr(m, "output_dim") or not hasattr(m, "encoder") else m.encoder
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"encoder checkpoint {str(path)!r} does not exist; pass a .safetensors file "
-                                "written by the trainer (model.safetensors)")
-    state = load_file(str(path), device="cpu")
-    own = encoder.state_dict()
-    # The prefix alone is ambiguous (the Zipformer's own keys include "encoder.encoders.*"), so take the reading
-    # of the file -- whole objective ("encoder.*") or bare encoder -- that covers more of the encoder's keys.
-    prefixed = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    is_prefixed = len(set(own) & set(prefixed)) > len(set(own) & set(state))
-    src = prefixed if is_prefixed else state
-    missing = sorted(set(own) - set(src))
-    unexpected = sorted(set(src) - set(own))
-    shape = sorted(f"{k}: checkpoint {tuple(src[k].shape)} vs model {tuple(own[k].shape)}"
-                   for k in set(own) & set(src) if tuple(src[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shape:
-        def few(xs):
-            return xs[:10] + ([f"... {len(xs) - 10} more"] if len(xs) > 10 else [])
-        raise ValueError(
-            f"encoder checkpoint {str(path)!r} does not fit this encoder "
-            f"(read as {'an objective, keys encoder.*' if is_prefixed else 'a bare encoder'}): "
-            f"missing {few(missing)}, unexpected {few(unexpected)}, shape mismatches {few(shape)}. "
-            "Fix: build the encoder with the config the "
-            "checkpoint was trained with (see the JSON beside it)."
-        )
-    encoder.load_state_dict(src, strict=True)
-    return encoder

@@ -16,7 +16,7 @@ from torch import nn
 
 from audiolp.models.decoder import CaptionDecoder, DecoderConfig, eval_mode
 from audiolp.models.text import DEFAULT_TEXT_MODEL
-from audiolp.objectives.base import (ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions,
+from audiolp.objectives.base import (Objective, ObjectiveOutput, audio_inputs, module_device, pick_captions,
                                      seeded_uniform)
 
 
@@ -52,15 +52,13 @@ class CaptioningConfig:
                              tie_embeddings=self.tie_embeddings, tokenizer=self.tokenizer)
 
 
-class CaptioningObjective(nn.Module):
-    requires_captions = True  # the trainer leaves out clips without one before the run starts
+class CaptioningObjective(Objective):
+    config_class = CaptioningConfig
+    requires_captions = True
 
     def __init__(self, encoder: nn.Module, config: CaptioningConfig | dict | None = None):
-        super().__init__()
-        cfg = coerce_config(CaptioningConfig, config)
-        self.config = cfg
-        self.encoder = encoder
-        self.decoder = CaptionDecoder(encoder.output_dim, cfg.decoder_config())
+        super().__init__(encoder, config)
+        self.decoder = CaptionDecoder(encoder.output_dim, self.config.decoder_config())
 
     @property
     def tokenizer(self):
@@ -125,8 +123,7 @@ class CaptioningObjective(nn.Module):
         return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))
 
     def loss_weight(self, batch: dict, step: int = 0) -> int:
-        """How many target tokens ``forward(batch, step)`` averages its loss over (the trainer weights micro-batches
-        and ranks by it, so a step is the mean over every token of the global batch)."""
+        """The loss is a mean over target tokens: how many ``forward(batch, step)`` has."""
         captions = pick_captions(batch, self.config.seed, step)
         _, targets = self.tokenizer.encode(captions, self.config.max_caption_tokens)
         return int((targets != -100).sum())

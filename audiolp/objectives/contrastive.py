@@ -17,7 +17,7 @@ from torch import nn
 
 from audiolp.models.pooling import build_pooling
 from audiolp.models.text import DEFAULT_TEXT_MODEL, TextEncoder
-from audiolp.objectives.base import ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions
+from audiolp.objectives.base import Objective, ObjectiveOutput, audio_inputs, module_device, pick_captions
 
 
 @dataclass
@@ -143,14 +143,13 @@ def siglip_loss(audio: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tens
     return loss, logits, labels
 
 
-class ContrastiveObjective(nn.Module):
-    requires_captions = True  # the trainer leaves out clips without one before the run starts
+class ContrastiveObjective(Objective):
+    config_class = ContrastiveConfig
+    requires_captions = True
 
     def __init__(self, encoder: nn.Module, config: ContrastiveConfig | dict | None = None):
-        super().__init__()
-        cfg = coerce_config(ContrastiveConfig, config)
-        self.config = cfg
-        self.encoder = encoder
+        super().__init__(encoder, config)
+        cfg = self.config
         self.text = TextEncoder(cfg.text_model, max_tokens=cfg.max_text_tokens, pooling=cfg.text_pooling,
                                 trainable=cfg.text_trainable)
         self.pooling = build_pooling(cfg.audio_pooling, encoder.output_dim, cfg.pooling_heads)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiolp.models.pooling import build_pooling
-from audiolp.objectives.base import ObjectiveOutput, audio_inputs, coerce_config, module_device
+from audiolp.objectives.base import Objective, ObjectiveOutput, audio_inputs, module_device
 
 
 @dataclass
@@ -24,25 +24,37 @@ class TaggingConfig:
             raise ValueError(f"TaggingConfig.unknown_labels={self.unknown_labels!r}; use 'error' or 'ignore'")
 
 
-class TaggingObjective(nn.Module):
-    def __init__(self, encoder: nn.Module, config: TaggingConfig | dict | None = None,
-                 label_set: list[str] | None = None):
-        super().__init__()
-        cfg = coerce_config(TaggingConfig, config)
-        if label_set is not None:
-            cfg.label_set = [str(x) for x in label_set]
+class TaggingObjective(Objective):
+    config_class = TaggingConfig
+
+    def __init__(self, encoder: nn.Module, config: TaggingConfig | dict | None = None):
+        super().__init__(encoder, config)
+        cfg = self.config
+        cfg.label_set = [str(x) for x in cfg.label_set]
         if not cfg.label_set:
             raise ValueError("tagging objective needs a label_set (list of class names); pass label_set=... "
                              "(e.g. sorted set of all batch['labels'] in the training manifest)")
         if len(set(cfg.label_set)) != len(cfg.label_set):
             raise ValueError("tagging label_set has duplicate names; give each class once")
-        self.config = cfg
         self.label_set = list(cfg.label_set)
         self.label_index = {name: i for i, name in enumerate(self.label_set)}
-        self.encoder = encoder
         self.pooling = build_pooling(cfg.pooling, encoder.output_dim, cfg.pooling_heads)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(encoder.output_dim, len(self.label_set))
+
+    @classmethod
+    def prepare(cls, config: dict, cuts, label_field: str | None = None) -> dict:
+        """Without a given label_set, the classes are every label of the manifest, sorted."""
+        if config.get("label_set"):
+            return dict(config)
+        from audiolp.data.schema import cut_labels
+
+        labels = sorted({lab for c in cuts for lab in cut_labels(c, label_field)})
+        if not labels:
+            raise ValueError("objective 'tagging' needs labels, but no cut in the manifest has any (looked in "
+                             f"supervision.custom[{label_field or 'labels or audio_tag'!r}]); give "
+                             "objective_config.label_set, set loader.label_field, or use a labelled manifest")
+        return {**config, "label_set": labels}
 
     def targets(self, labels: list[list[str]], cut_ids: list[str] | None = None) -> tuple[torch.Tensor, int]:
         """Multi-hot (N, C) targets and the number of labels outside label_set (ignored or an error)."""

@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import audiolp
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+from audiolp.files import write_results_json
 
 
 def write_record(out_dir: str | os.PathLike, kind: str, name: str, params: dict[str, Any],
@@ -40,17 +28,9 @@ def write_record(out_dir: str | os.PathLike, kind: str, name: str, params: dict[
         "metrics": metrics,
         "config": config or {},
         "artifacts": artifacts or {},
-        "audiolp_version": audiolp.__version__,
-        "git_commit": _git_commit(),
-        "host": platform.node(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{kind}__{name}")
-    path = out_dir / f"{safe}.json"
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_results_json(out_dir / f"{safe}.json", record)
 
 
 def read_records(root: str | os.PathLike, kind: str | None = None) -> list[dict]:

@@ -1,6 +1,6 @@
 """Checkpoints without pickle: tensors in safetensors files, everything else in JSON.
 
-Layout of a run dir:
+Layout of a run dir (reading encoders back from it is audiolp.models.io's):
   config.json                      TrainConfig (audiolp.train.config)
   encoder_config.json              {"class": "zipformer", "config": {...ZipformerConfig fields}}
   checkpoints/step-00001000/       one checkpoint, written to a temp dir and renamed into place
@@ -24,16 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest"
-_STEP_PREFIX = "step-"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, incomplete or does not match the run."""
+# The run-dir layout, the weights files and reading an encoder back are the model library's (audiolp.models.io):
+# evaluation loads encoders without importing the training package.
+from audiolp.models.io import (CHECKPOINT_DIR, LATEST, CheckpointError, latest_checkpoint,  # noqa: F401
+                               list_checkpoints, load_encoder, load_weights, save_weights, step_dir_name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,57 +110,8 @@ def load_state(stem: Path) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Module weights (shared tensors stored once, their other names kept as aliases).
-# ---------------------------------------------------------------------------------------------------------------
-def save_weights(state_dict: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors refuses tensors that share memory (tied embeddings); store each once and record aliases.
-
-    Of each group of names for one tensor, the ``encoder.*`` one (else the first in sorted order) is kept, so an
-    encoder can always be read from the file without the rest of the model.
-    """
-    groups: dict[tuple, list[str]] = {}
-    for name, t in state_dict.items():
-        key = (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype) \
-            if t.numel() > 0 else ("empty", name)
-        groups.setdefault(key, []).append(name)
-    tensors, aliases = {}, {}
-    for names in groups.values():
-        names = sorted(names, key=lambda n: (not n.startswith("encoder."), n))
-        keep = names[0]
-        tensors[keep] = state_dict[keep].detach().to("cpu").contiguous().clone()
-        for other in names[1:]:
-            aliases[other] = keep
-    meta = dict(metadata or {})
-    meta["aliases"] = json.dumps(aliases, sort_keys=True)
-    save_file(tensors, str(path), metadata=meta)
-
-
-def load_weights(path: Path, prefix: str | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """Read a weights file written by :func:`save_weights`; with ``prefix`` only those keys, prefix removed."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"weights file {path} does not exist")
-    with safe_open(str(path), framework="pt", device=device) as f:
-        meta = f.metadata() or {}
-        aliases = json.loads(meta.get("aliases", "{}"))
-        names = list(f.keys())
-        wanted = [n for n in names if prefix is None or n.startswith(prefix)]
-        out = {n: f.get_tensor(n) for n in wanted}
-        for alias, target in aliases.items():
-            if prefix is None or alias.startswith(prefix):
-                out[alias] = out[target] if target in out else f.get_tensor(target)
-    if prefix is not None:
-        out = {n[len(prefix):]: t for n, t in out.items()}
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Checkpoint directories.
 # ---------------------------------------------------------------------------------------------------------------
-def step_dir_name(step: int) -> str:
-    return f"{_STEP_PREFIX}{step:08d}"
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)
@@ -252,30 +199,6 @@ def write_checkpoint(root: Path, step: int, parts: dict[str, Any]) -> Path:
     return final
 
 
-def list_checkpoints(root: Path) -> list[Path]:
-    root = Path(root)
-    if not root.exists():
-        return []
-    out = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_STEP_PREFIX)
-           and (p / "COMPLETE.json").exists()]
-    return sorted(out, key=lambda p: int(p.name[len(_STEP_PREFIX):]))
-
-
-def latest_checkpoint(root: Path) -> Path | None:
-    """The checkpoint ``latest`` names (falling back to the newest complete one if the pointer is missing)."""
-    root = Path(root)
-    ptr = root / LATEST
-    if ptr.exists():
-        name = ptr.read_text().strip()
-        path = root / name
-        if not (path / "COMPLETE.json").exists():
-            raise CheckpointError(f"{ptr} names {name!r}, which is missing or incomplete; delete {ptr} to fall back "
-                                  "to the newest complete checkpoint")
-        return path
-    ckpts = list_checkpoints(root)
-    return ckpts[-1] if ckpts else None
-
-
 def prune_checkpoints(root: Path, keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` checkpoints (never the one ``latest`` names)."""
     root = Path(root)
@@ -304,115 +227,3 @@ def read_checkpoint(path: Path, parts: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Encoders.
-# ---------------------------------------------------------------------------------------------------------------
-ENCODER_CONFIG = "encoder_config.json"
-
-
-def encoder_config_dict(encoder_cfg) -> dict:
-    import dataclasses
-
-    return {"class": "zipformer", "config": dataclasses.asdict(encoder_cfg)}
-
-
-def build_encoder_from_dict(d: dict):
-    """The encoder described by an encoder_config.json (randomly initialised; load weights next)."""
-    if d.get("class") != "zipformer":
-        raise CheckpointError(f"encoder class {d.get('class')!r} is not known; only 'zipformer' is")
-    from audiolp.models.zipformer import Zipformer, ZipformerConfig
-
-    try:
-        return Zipformer(ZipformerConfig.from_dict(d["config"]))
-    except ValueError as e:
-        raise CheckpointError(f"encoder config does not fit this version of audiolp: {e}") from e
-
-
-def load_encoder_weights(encoder: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module:
-    """Load an encoder from a weights file holding either the bare encoder (encoder.safetensors) or a whole
-    objective (model.safetensors, keys "encoder.*"); the objectives' reader, with checkpoint errors."""
-    from audiolp.objectives.base import init_encoder_from
-
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"weights file {path} does not exist")
-    try:
-        return init_encoder_from(encoder, path)
-    except ValueError as e:
-        raise CheckpointError(f"{e} ({ENCODER_CONFIG} of the run that wrote {path.name} describes the encoder)") \
-            from e
-
-
-def save_encoder_config(run_dir: Path, encoder_cfg) -> Path:
-    path = Path(run_dir) / ENCODER_CONFIG
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(encoder_config_dict(encoder_cfg), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def save_final_encoder(run_dir: Path, encoder_state: dict, ema_encoder_state: dict | None, step: int) -> None:
-    run_dir = Path(run_dir)
-    for name, sd in (("encoder", encoder_state), ("encoder_ema", ema_encoder_state)):
-        if sd is None:
-            continue
-        tmp = run_dir / f".{name}.tmp{os.getpid()}.safetensors"
-        save_weights(sd, tmp, metadata={"step": str(step)})
-        os.replace(tmp, run_dir / f"{name}.safetensors")
-
-
-def load_encoder(run_dir: str | os.PathLike, checkpoint: str | os.PathLike = "latest", use_ema: bool | None = None,
-                 device: str = "cpu") -> torch.nn.Module:
-    """The audio encoder of a run, frozen (eval mode, requires_grad False).
-
-    checkpoint: "latest" (checkpoints/latest), "final" (run_dir/encoder*.safetensors written at the end of
-    training), a checkpoint dir, or a .safetensors file (keys "encoder.*" or bare).
-    use_ema: True = the EMA weights (error if the run kept none), False = the raw weights,
-    None = EMA when the run kept one.
-    """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / ENCODER_CONFIG
-    if cfg_path.exists():
-        encoder = build_encoder_from_dict(json.loads(cfg_path.read_text()))
-    elif (run_dir / "config.json").exists():  # rebuild from the training config (preset + overrides + optimizer)
-        from audiolp.models.zipformer import Zipformer
-        from audiolp.train.config import TrainConfig
-        from audiolp.train.trainer import build_encoder_config
-
-        encoder = Zipformer(build_encoder_config(TrainConfig.load(run_dir / "config.json")))
-    else:
-        raise CheckpointError(f"{run_dir} has neither {ENCODER_CONFIG} nor config.json: it is not a training run dir")
-
-    def pick(raw: Path, ema: Path) -> Path:
-        if use_ema is False:
-            return raw
-        if ema.exists():
-            return ema
-        if use_ema:
-            raise CheckpointError(f"use_ema=True but {ema} does not exist (the run had ema_decay=0); "
-                                  "pass use_ema=False")
-        return raw
-
-    ckpt = str(checkpoint)
-    if ckpt == "final":
-        path = pick(run_dir / "encoder.safetensors", run_dir / "encoder_ema.safetensors")
-        if not path.exists():
-            raise CheckpointError(f"{path} does not exist: the run has not finished; use checkpoint='latest'")
-    else:
-        if ckpt == "latest":
-            cdir = latest_checkpoint(run_dir / CHECKPOINT_DIR)
-            if cdir is None:
-                raise CheckpointError(f"{run_dir / CHECKPOINT_DIR} holds no checkpoint yet")
-        else:
-            cdir = Path(ckpt)
-            if not cdir.is_absolute() and not cdir.exists():
-                cdir = run_dir / CHECKPOINT_DIR / ckpt
-        if cdir.is_file():
-            path = cdir
-        else:
-            path = pick(cdir / "model.safetensors", cdir / "ema.safetensors")
-    load_encoder_weights(encoder, path)
-    encoder.to(device).eval()
-    for p in encoder.parameters():
-        p.requires_grad_(False)
-    return encoder

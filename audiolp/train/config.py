@@ -2,9 +2,16 @@
 
 A run is fully described by its config.json (stored in run_dir); the same config + seed gives the same numbers on
 CPU, and a run dir that already holds checkpoints is resumed from them.
+
+The dataclass defaults are the paper's setting (as the authors' framework, AudenAI/Auden, has it: see
+``audiolp/presets/paper.json``). Experiments are data: a preset is a JSON file of fields that differ from these
+defaults (``audiolp/presets/<name>.json``, or any JSON file), selected with ``TrainConfig.from_preset(name)`` or
+``audiolp pretrain --preset NAME`` and overridden with ``--set``. ``demo_cpu`` is the offline CPU recipe that
+``make demo`` and the tests use.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -13,7 +20,11 @@ from typing import Any
 
 from audiolp.configs import dataclass_from
 from audiolp.data.loader import LoaderConfig
+from audiolp.files import atomic_write_text
 from audiolp.train.optim import OptimConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
+SCALE_UNITS = ("captions", "clips")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 LOSS_WEIGHTINGS = ("global_mean", "micro_batches")
@@ -34,12 +45,15 @@ class TrainConfig:
     model: str = "zipformer_m"  # ZipformerConfig.preset name
     model_overrides: dict = field(default_factory=dict)  # ZipformerConfig fields replacing the preset's
     text_model: str | None = None  # HF path/name of the text side; None = the objective's default
-    label_set: list[str] | None = None  # tagging classes; None = every label found in the manifest
     init_from: str | None = None  # encoder weights to start from (file, or a run dir's encoder.safetensors)
+    preset: str | None = None  # the preset these values started from (recorded; from_preset sets it)
 
     # Data.
     data: str = ""  # lhotse cut manifest (jsonl/jsonl.gz) or Shar dir
     scale: str | None = None  # "400K" | "1M" | "4M" | "full" ...; None = the whole manifest
+    # What a scale counts: "captions" (caption pairs, as the paper: 400K = the smallest nested set of clips whose
+    # captions reach 400,000) or "clips".
+    scale_unit: str = "captions"
     loader: LoaderConfig = field(default_factory=LoaderConfig)
 
     # Optimisation.
@@ -89,6 +103,48 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.ema_decay={self.ema_decay}; use 0 (off) or a value in (0, 1)")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ValueError(f"TrainConfig.max_epochs={self.max_epochs}; use None or >= 1")
+        if self.scale_unit not in SCALE_UNITS:
+            raise ValueError(f"TrainConfig.scale_unit={self.scale_unit!r}; use one of {SCALE_UNITS}")
+
+    # -- presets ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, preset: str | os.PathLike = "paper", overrides: dict | None = None) -> "TrainConfig":
+        """The defaults, then the preset's fields, then ``overrides`` (nested sections merge field by field).
+
+        ``preset`` is a name from ``audiolp/presets/`` or a JSON file. A preset may hold
+        ``"objective_configs": {objective: {...}}``: the entry of the run's objective (after overrides) is merged
+        under ``objective_config``."""
+        name, fields = load_preset(preset)
+        d = merge_fields(asdict(cls()), {k: v for k, v in fields.items() if k != "objective_configs"}, name)
+        d = merge_fields(d, overrides or {}, "overrides")
+        per_objective = fields.get("objective_configs", {}).get(d["objective"], {})
+        d["objective_config"] = {**per_objective, **d.get("objective_config", {})}
+        d["preset"] = name
+        return cls.from_dict(d, source=f"preset {name!r}")
+
+    def encoder_config(self):
+        """The encoder preset, with attention scaling chosen for the optimizer, then ``model_overrides`` (which win)."""
+        import dataclasses
+
+        from audiolp.models.zipformer import ZipformerConfig
+        from audiolp.train.optim import attention_scaling_for
+
+        base = ZipformerConfig.preset(self.model)
+        known = {f.name for f in dataclasses.fields(ZipformerConfig)}
+        unknown = sorted(set(self.model_overrides) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig.model_overrides: unknown ZipformerConfig field(s) {unknown}; known: "
+                             f"{sorted(known)}")
+        scaling = bool(attention_scaling_for(self.optim.name))
+        if "attention_scaling" in self.model_overrides and bool(self.model_overrides["attention_scaling"]) != scaling:
+            # build_optimizer sets the encoder's scaling to match the optimizer; a different value here would be
+            # ignored in training and then misdescribe the run in encoder_config.json.
+            raise ValueError(f"TrainConfig.model_overrides.attention_scaling={self.model_overrides['attention_scaling']}"
+                             f" contradicts optim.name={self.optim.name!r} (which implies {scaling}); drop the override")
+        d = base.to_dict()
+        d.update(self.model_overrides)
+        d["attention_scaling"] = scaling
+        return ZipformerConfig.from_dict(d)
 
     # -- JSON round trip -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -99,6 +155,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        d = dict(d)
+        if "label_set" in d:  # configs of audiolp <= 0.1.0 kept tagging's classes here; they live in objective_config
+            label_set = d.pop("label_set")
+            if label_set is not None:
+                d["objective_config"] = {"label_set": label_set, **(d.get("objective_config") or {})}
         return _build(cls, d, source)
 
     @classmethod
@@ -118,12 +179,7 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically, so a crash never leaves a half-written config next to good checkpoints."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(self.to_json() + "\n")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, self.to_json() + "\n")
 
     def diff(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
         """Fields whose values differ, nested ones dotted ("loader.num_workers"): {name: (self's, other's)}."""
@@ -139,6 +195,50 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(preset: str | os.PathLike) -> tuple[str, dict]:
+    """(name, fields) of a preset given by name (``audiolp/presets/<name>.json``) or as a JSON file path."""
+    path = Path(preset)
+    if path.suffix != ".json":
+        path = PRESET_DIR / f"{preset}.json"
+        if not path.is_file():
+            raise ValueError(f"unknown preset {str(preset)!r}; use one of {preset_names()} or the path of a JSON file")
+    elif not path.is_file():
+        raise ValueError(f"preset file {path} does not exist; use one of {preset_names()} or an existing JSON file")
+    try:
+        fields = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"preset {path}: not valid JSON ({e}); fix the file") from e
+    if not isinstance(fields, dict):
+        raise ValueError(f"preset {path}: must hold a JSON object of TrainConfig fields")
+    fields = {k: v for k, v in fields.items() if not k.startswith("_")}  # "_comment" and the like
+    return (path.stem if path.parent == PRESET_DIR else str(path)), fields
+
+
+# Sections whose content is free-form (a field of the objective's / encoder's config): merged key by key too, but
+# any key is accepted (the dataclass named by the config checks it when the run starts).
+FREE_SECTIONS = ("objective_config", "model_overrides", "objective_configs")
+
+
+def merge_fields(base: dict, update: dict, source: str, _path: str = "") -> dict:
+    """``base`` with ``update``'s fields; nested dicts merge field by field; an unknown field is an error naming
+    ``source``, the field and the known ones."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        where = f"{_path}{k}"
+        free = _path.rstrip(".").split(".")[-1] in FREE_SECTIONS if _path else False
+        if k not in out and not free:
+            raise ValueError(f"{source}: unknown field {where!r}; fields here: {sorted(out)}")
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and (out[k] or k in FREE_SECTIONS):
+            out[k] = merge_fields(out[k], v, source, f"{where}.")
+        else:
+            out[k] = copy.deepcopy(v)
     return out
 
 

@@ -24,298 +24,32 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import math
 import os
-import random
 import resource
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from audiolp.files import write_results_json
+from audiolp.models.io import save_encoder_config, save_final_encoder
+from audiolp.objectives.base import ObjectiveOutput
 from audiolp.train.checkpoint import (CHECKPOINT_DIR, latest_checkpoint, prune_checkpoints, read_checkpoint,
-                                      remove_stale_temp, save_encoder_config, save_final_encoder, write_checkpoint)
+                                      remove_stale_temp, write_checkpoint)
 from audiolp.train.config import RESUMABLE_CHANGES, TrainConfig
+from audiolp.train.data import load_training_cuts, objective_config_for
 from audiolp.train.distributed import DistInfo, all_gather_object, all_reduce_sum, barrier, cleanup, init_distributed
-
-if TYPE_CHECKING:
-    from audiolp.objectives.base import ObjectiveOutput
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Building blocks (importable: notebooks and load_encoder use the same functions)
-# ---------------------------------------------------------------------------------------------------------------
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def build_encoder_config(cfg: TrainConfig):
-    """The preset, with attention scaling chosen for the optimizer, then the user's overrides (which win)."""
-    import dataclasses
-
-    from audiolp.models.zipformer import ZipformerConfig
-    from audiolp.train.optim import attention_scaling_for
-
-    base = ZipformerConfig.preset(cfg.model)
-    known = {f.name for f in dataclasses.fields(ZipformerConfig)}
-    unknown = sorted(set(cfg.model_overrides) - known)
-    if unknown:
-        raise ValueError(f"TrainConfig.model_overrides: unknown ZipformerConfig field(s) {unknown}; known: "
-                         f"{sorted(known)}")
-    scaling = bool(attention_scaling_for(cfg.optim.name))
-    if "attention_scaling" in cfg.model_overrides and bool(cfg.model_overrides["attention_scaling"]) != scaling:
-        # build_optimizer sets the encoder's scaling to match the optimizer; a different value here would be ignored
-        # in training and then misdescribe the run in encoder_config.json.
-        raise ValueError(f"TrainConfig.model_overrides.attention_scaling={cfg.model_overrides['attention_scaling']} "
-                         f"contradicts optim.name={cfg.optim.name!r} (which implies {scaling}); drop the override")
-    d = base.to_dict()
-    d.update(cfg.model_overrides)
-    d["attention_scaling"] = scaling
-    return ZipformerConfig.from_dict(d)
-
-
-def objective_config_for(cfg: TrainConfig) -> dict:
-    """cfg.objective_config, with the run-wide seed and text model filled in where the objective has such fields."""
-    import dataclasses
-
-    from audiolp.objectives import objective_config_class
-
-    fields = {f.name for f in dataclasses.fields(objective_config_class(cfg.objective))}
-    out = dict(cfg.objective_config)
-    if "seed" in fields and "seed" not in out:
-        out["seed"] = cfg.seed
-    if cfg.text_model is not None:
-        for name in ("text_model", "tokenizer"):
-            if name in fields:
-                if name in out and out[name] != cfg.text_model:
-                    raise ValueError(f"TrainConfig.text_model={cfg.text_model!r} but objective_config.{name}="
-                                     f"{out[name]!r}; give the text model in one place")
-                out[name] = cfg.text_model
-    return out
-
-
-def derive_label_set(cuts) -> list[str]:
-    """Every label of the manifest, sorted (the tagging head's classes; independent of the scale subset)."""
-    from audiolp.data.schema import cut_labels
-
-    labels = sorted({lab for c in cuts for lab in cut_labels(c)})
-    if not labels:
-        raise ValueError("objective 'tagging' needs labels, but no cut in the manifest has "
-                         "supervision.custom['labels']; give TrainConfig.label_set or use a labelled manifest")
-    return labels
-
-
-def min_clip_seconds(cfg: TrainConfig) -> float:
-    """The shortest clip the encoder accepts: lhotse gives a clip round(duration / hop) fbank frames, so one of
-    MIN_INPUT_FRAMES hops always has enough."""
-    from audiolp.models.zipformer import Zipformer
-
-    return Zipformer.MIN_INPUT_FRAMES * cfg.loader.feature_config.frame_shift_s
-
-
-def screen_training_cuts(cuts, needs_captions: bool, min_seconds: float, log=print):
-    """Clips that would stop a run mid-way are left out before it starts: shorter than ``min_seconds`` (the
-    encoder's minimum), or without a non-empty caption when the objective needs one. One pass over the manifest
-    (lazy ones stay lazy). Returns (the ids to leave out, {reason: count}); each reason is logged with examples
-    (id, file)."""
-    from audiolp.data.schema import clean_captions
-
-    bad: dict[str, list] = {"too_short": [], "no_caption": []}
-    for c in cuts:
-        if c.duration < min_seconds:
-            bad["too_short"].append(c)
-        elif needs_captions and not clean_captions((c.supervisions[0].custom or {}).get("caption")
-                                                   if c.supervisions else None):
-            bad["no_caption"].append(c)
-    counts = {k: len(v) for k, v in bad.items()}
-    if not any(counts.values()):
-        return set(), counts
-
-    def where(c) -> str:
-        src = c.recording.sources[0].source if getattr(c, "has_recording", False) and c.recording.sources else "?"
-        return f"{c.id} ({src})"
-
-    why = {"too_short": f"shorter than {min_seconds:.3f} s, the encoder's minimum",
-           "no_caption": "without a caption in supervision.custom['caption']"}
-    for reason, items in bad.items():
-        if items:
-            log(f"[audiolp] leaving out {len(items)} clip(s) {why[reason]}: "
-                + ", ".join(where(c) for c in items[:3]) + (", ..." if len(items) > 3 else ""))
-    return {c.id for items in bad.values() for c in items}, counts
-
-
-class _IdFilter:
-    """A picklable cut filter (lhotse's lazy filter may travel to DataLoader workers): the cuts whose id is in
-    ``ids`` (``keep=True``) or not in it."""
-
-    def __init__(self, ids: set[str], keep: bool):
-        self.ids, self.keep = ids, keep
-
-    def __call__(self, cut) -> bool:
-        return (cut.id in self.ids) == self.keep
-
-
-def load_training_cuts(cfg: TrainConfig, log=print):
-    """The manifest without the clips a run cannot use (see ``screen_training_cuts``), cut down to ``cfg.scale``
-    (nested subsets; small corpora map the paper's scale to the same fraction of PAPER_FULL_PAIRS).
-    Returns (all cuts, training cuts, scale info or None, {reason: clips left out})."""
-    from audiolp.data.schema import load_manifest, shar_metadata
-    from audiolp.objectives import OBJECTIVES
-
-    if not cfg.data:
-        raise ValueError("TrainConfig.data is empty; give the path of a cut manifest (cuts.jsonl.gz) or Shar dir")
-    cuts = load_manifest(cfg.data)
-    # The scans below (screen, scale, the tagging label set) read metadata only: for a Shar corpus, its cut
-    # shards without the audio tars; training then reads the audio of the chosen clips.
-    meta = shar_metadata(cfg.data) or cuts
-    needs_captions = getattr(OBJECTIVES[cfg.objective][0], "requires_captions", False)
-    left_ids, left_out = screen_training_cuts(meta, needs_captions, min_clip_seconds(cfg), log=log)
-    usable = meta.filter(_IdFilter(left_ids, keep=False)) if left_ids else meta
-    if cfg.scale is None:
-        return meta, (cuts.filter(_IdFilter(left_ids, keep=False)) if left_ids else cuts), None, left_out
-    from audiolp.data.scale import PAPER_FULL_PAIRS, select_scale
-
-    subset, info = select_scale(usable, cfg.scale, seed=cfg.seed, reference_total=PAPER_FULL_PAIRS)
-    log(f"[audiolp] scale {cfg.scale!r}: " + (info.describe() if hasattr(info, "describe") else str(info)))
-    if meta is not cuts:  # Shar: the chosen clips, read with their audio, in manifest order
-        subset = cuts.filter(_IdFilter({c.id for c in subset}, keep=True))
-    return meta, subset, info, left_out
-
-
-class EMA:
-    """Exponential moving average of every floating tensor of the state dict (buffers are copied).
-
-    The effective decay ramps up as min(decay, (1 + n) / (10 + n)) so that early averages are not dominated by
-    the random initialisation.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.updates = 0
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        src, dst = model.state_dict(), self.module.state_dict()
-        ema_t, cur_t = [], []
-        for k, v in dst.items():
-            if v.dtype.is_floating_point:
-                ema_t.append(v)
-                cur_t.append(src[k].detach())
-            else:
-                v.copy_(src[k])
-        if ema_t:
-            torch._foreach_lerp_(ema_t, cur_t, 1.0 - d)
-
-
-def capture_rng(device: torch.device) -> dict:
-    np_state = np.random.get_state()
-    py = random.getstate()
-    out = {
-        "torch_cpu": torch.get_rng_state(),
-        "numpy": [np_state[0], [int(x) for x in np_state[1]], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "python": [py[0], list(py[1]), py[2]],
-    }
-    if device.type == "cuda":
-        out["torch_cuda"] = torch.cuda.get_rng_state(device)
-    return out
-
-
-def restore_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch_cpu"].to(torch.uint8))
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = state["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-    if device.type == "cuda" and "torch_cuda" in state:
-        torch.cuda.set_rng_state(state["torch_cuda"].to(torch.uint8), device)
-
-
-def sampler_position(sampler, epoch: int, consumed: int) -> dict:
-    """lhotse's sampler state, with the epoch's batch count set to what the trainer consumed.
-
-    lhotse fast-forwards by the number of batches its diagnostics counted; with DataLoader workers the sampler runs
-    ahead of training by the prefetched batches, so its own count would skip data on resume.
-    """
-    sd = sampler.state_dict()
-    sd["epoch"] = epoch
-    sd["diagnostics"] = {"current_epoch": epoch, "stats_per_epoch": {str(epoch): {
-        "epoch": epoch, "kept_cuts": 0, "discarded_cuts": 0, "kept_batches": consumed, "discarded_batches": 0}}}
-    return sd
-
-
-def restore_sampler(sampler, state: dict) -> None:
-    state = copy.deepcopy(state)
-    diag = state["diagnostics"]
-    diag["stats_per_epoch"] = {int(k): v for k, v in diag["stats_per_epoch"].items()}  # JSON made the keys str
-    sampler.load_state_dict(state)  # fast-forwards to the recorded batch
-
-
-class BatchStream:
-    """Batches across epoch boundaries, counting what training consumed so that a checkpoint knows the position."""
-
-    def __init__(self, loader, epoch: int, consumed: int, max_epochs: int | None, on_new_epoch, restored: bool):
-        self.loader, self.epoch, self.consumed = loader, epoch, consumed
-        self.max_epochs, self.on_new_epoch = max_epochs, on_new_epoch
-        self._restored = restored
-        self._it = None
-        self.closed = False
-        self.exhausted = max_epochs is not None and epoch >= max_epochs
-
-    def start(self) -> None:
-        """Create the iterator now: DataLoader draws a base seed from the global RNG when iterated, so on resume this
-        must happen before the saved RNG state is restored."""
-        if self._it is None and not self.exhausted:
-            if not self._restored:
-                self.loader.sampler.set_epoch(self.epoch)
-            if hasattr(self.loader.dataset, "epoch"):
-                self.loader.dataset.epoch = self.epoch  # seeds SpecAugment (copied into the epoch's workers)
-            self._restored = False
-            self._it = iter(self.loader)
-
-    def next(self) -> dict | None:
-        while not self.exhausted:
-            self.start()
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                self._it = None
-                if self.consumed == 0:
-                    raise RuntimeError(f"epoch {self.epoch} yielded no batch: the manifest is smaller than one batch "
-                                       "per rank, or every cut was filtered out")
-                self.epoch += 1
-                self.consumed = 0
-                self.exhausted = self.max_epochs is not None and self.epoch >= self.max_epochs
-                # Also at the last epoch: a resume with a larger max_epochs then continues as one long run would.
-                self.on_new_epoch(self.epoch)
-                continue
-            self.consumed += 1
-            return batch
-        return None
-
-    @property
-    def started(self) -> bool:
-        """Whether the current epoch's iterator exists (recorded in checkpoints: see ``Trainer.__init__``)."""
-        return self._it is not None
-
-    def close(self) -> None:
-        """Drop the iterator, which shuts its DataLoader workers down. The stream cannot be read again."""
-        self._it = None
-        self.closed = True
+from audiolp.train.state import (EMA, BatchStream, capture_rng, restore_rng, restore_sampler, sampler_position,
+                                 seed_everything)
 
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
@@ -392,6 +126,14 @@ def _peak_memory(device: torch.device) -> tuple[int, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class StepOutcome:
+    """What one optimizer step's forward/backward passes leave for the rest of the step."""
+    micro: list[tuple[dict, ObjectiveOutput, float]]  # (batch, objective output, loss weight) per micro-batch
+    total_weight: float  # loss weight of the whole global batch (0: no clip of it could be read)
+    stop_agreed: bool  # some rank got a stop signal: every rank stops after this step
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, info: DistInfo):
         self.cfg, self.info = cfg, info
@@ -404,7 +146,7 @@ class Trainer:
             precision = "bf16" if self.device.type == "cuda" else "fp32"
         self.precision = precision
         self.stop_signal: str | None = None  # set by the SIGTERM/SIGUSR1 handler on this rank
-        self._stop_agreed = False  # some rank got a stop signal (known after the step's all-reduce)
+        self.stopped_by_agreement = False  # some rank got a stop signal (known after a step's all-reduce)
 
     # -- setup ----------------------------------------------------------------------------------------------------
     def _resolve_resume(self) -> Path | None:
@@ -416,8 +158,10 @@ class Trainer:
             except ValueError as e:  # e.g. written by an audiolp version with other config fields
                 raise ValueError(f"{self.run_dir} holds a run whose {saved_path.name} this audiolp cannot read ({e}); "
                                  "use a new run_dir, or the audiolp version that started that run") from e
-            if self.cfg.label_set is None and saved.label_set is not None:
-                self.cfg.label_set = saved.label_set  # it was derived from the manifest on the first start
+            # Fields the first start derived from the corpus (tagging's label set) are kept.
+            derived = {k: v for k, v in saved.objective_config.items() if k not in self.cfg.objective_config}
+            if derived and saved.objective == self.cfg.objective:
+                self.cfg.objective_config = {**self.cfg.objective_config, **derived}
             bad = {k: v for k, v in saved.diff(self.cfg).items() if k not in RESUMABLE_CHANGES}
             if bad:
                 lines = "; ".join(f"{k}: saved {a!r} vs now {b!r}" for k, (a, b) in sorted(bad.items()))
@@ -427,39 +171,34 @@ class Trainer:
 
     def setup(self) -> None:
         cfg, info = self.cfg, self.info
-        from audiolp.data.loader import make_dataloader
-        from audiolp.models.zipformer import Zipformer
-        from audiolp.objectives import build_objective, init_encoder_from
-        from audiolp.train.optim import build_optimizer
-
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temp(self.ckpt_root)
         barrier(info)
         self.resume_from = self._resolve_resume()
-
         all_cuts, cuts, self.scale_info, self.left_out_clips = load_training_cuts(cfg, log=self.log)
-        self.label_set = None
-        if cfg.objective == "tagging":
-            self.label_set = (cfg.label_set or cfg.objective_config.get("label_set") or derive_label_set(all_cuts))
-            cfg.label_set = list(self.label_set)
-        elif cfg.label_set is not None:
-            raise ValueError(f"TrainConfig.label_set is only used by objective 'tagging', not {cfg.objective!r}")
+        # The objective's config, completed from the whole corpus (not the scale subset), is stored in config.json.
+        cfg.objective_config = objective_config_for(cfg, all_cuts)
         if info.is_main:
             cfg.save(self.run_dir / "config.json")
-            self.log("[audiolp] TrainConfig:\n" + cfg.to_json())
+            self.log(f"[audiolp] TrainConfig (preset {cfg.preset!r}; every value this run uses):\n" + cfg.to_json())
+        self._build_model()
+        self._build_data(cuts)
 
+    def _build_model(self) -> None:
+        from audiolp.models.io import load_encoder_weights, resolve_weights
+        from audiolp.models.zipformer import Zipformer
+        from audiolp.objectives import build_objective
+        from audiolp.train.optim import build_optimizer
+
+        cfg, info = self.cfg, self.info
         seed_everything(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
-        self.encoder_cfg = build_encoder_config(cfg)
-        encoder = Zipformer(self.encoder_cfg)
-        obj_cfg = objective_config_for(cfg)
-        self.objective = build_objective(cfg.objective, encoder, obj_cfg,
-                                         **({"label_set": self.label_set} if cfg.objective == "tagging" else {}))
+        self.encoder_cfg = cfg.encoder_config()
+        self.objective = build_objective(cfg.objective, Zipformer(self.encoder_cfg), cfg.objective_config)
         if cfg.init_from and self.resume_from is None:
-            src = Path(cfg.init_from)
-            if src.is_dir():
-                src = src / "encoder.safetensors"
-            init_encoder_from(self.objective, src)  # a bare encoder file or a whole objective's model.safetensors
+            # A run dir's final encoder, a bare encoder file, or a whole objective's model.safetensors.
+            src = resolve_weights(cfg.init_from)
+            load_encoder_weights(self.objective, src)
             self.log(f"[audiolp] encoder initialised from {src}")
         self.objective.to(self.device)
         if info.is_main:
@@ -467,7 +206,6 @@ class Trainer:
         self.num_params = sum(p.numel() for p in self.objective.parameters())
         self.num_trainable = sum(p.numel() for p in self.objective.parameters() if p.requires_grad)
         self.ema = EMA(self.objective, cfg.ema_decay) if (cfg.ema_decay > 0 and info.is_main) else None
-
         self.model: nn.Module = self.objective
         if info.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -476,13 +214,15 @@ class Trainer:
                              find_unused_parameters=cfg.ddp_find_unused_parameters)
         self.optimizer, self.scheduler = build_optimizer(self.objective, cfg.optim)
 
+    def _build_data(self, cuts) -> None:
+        from audiolp.data.loader import make_dataloader
+
+        cfg, info = self.cfg, self.info
         self.step, self.epoch, self.consumed = 0, 0, 0
         self.history: list[dict] = []
         self.audio_seconds_total, self.wall_total = 0.0, 0.0
         self.unreadable_clips = 0  # clips the loader left out because their audio could not be read
-        rng_state = None
-        if self.resume_from is not None:
-            rng_state = self._load(self.resume_from)
+        rng_state = self._load(self.resume_from) if self.resume_from is not None else None
         self.loader = make_dataloader(cuts, cfg.loader, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
                                       epoch=self.epoch, train=True, pin_memory=self.device.type == "cuda")
         if self.resume_from is not None:
@@ -502,17 +242,21 @@ class Trainer:
 
     def _load(self, path: Path) -> dict:
         parts = read_checkpoint(path, ("model", "ema", "optimizer", "trainer"))
+        st = parts["trainer"]
+        if st["world_size"] != self.info.world_size:
+            raise ValueError(
+                f"{path} was written by {st['world_size']} rank(s), this run has {self.info.world_size}: the data "
+                "order and the per-rank RNG streams are tied to the rank count. Resume with "
+                f"{st['world_size']} process(es) (torchrun --nproc_per_node={st['world_size']} ...), or start a new "
+                "run dir from its encoder with --init-from "
+                f"{self.run_dir} (a new schedule)")
         self.objective.load_state_dict(parts["model"], strict=True)
         if self.ema is not None:
             if parts["ema"] is None:
                 raise ValueError(f"{path} has no ema.safetensors but ema_decay={self.cfg.ema_decay}")
             self.ema.module.load_state_dict(parts["ema"], strict=True)
         self.optimizer.load_state_dict(parts["optimizer"])
-        st = parts["trainer"]
         self.scheduler.load_state_dict(st["scheduler"])
-        if st["world_size"] != self.info.world_size:
-            raise ValueError(f"{path} was written by {st['world_size']} ranks, this run has {self.info.world_size}: "
-                             "the data order would change; resume with the same number of processes")
         self.step, self.epoch, self.consumed = st["step"], st["epoch"], st["consumed"]
         self.history = list(st["history"])
         self.audio_seconds_total, self.wall_total = st["audio_seconds_total"], st["wall_time_s"]
@@ -556,7 +300,6 @@ class Trainer:
                                f"audiolp.train.trainer.train again) to continue from the checkpoint in {self.run_dir}")
         self._t_start = time.perf_counter()
         self._last_saved = self.step if self.resume_from is not None else -1
-        set_batch_count = getattr(self.objective.encoder, "set_batch_count", None)
         bar = None
         if info.is_main and cfg.progress:
             from tqdm.auto import tqdm
@@ -570,10 +313,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.model.train()
         limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
-        self.stop_signal, self._stop_agreed = None, False
+        self.stop_signal, self.stopped_by_agreement = None, False
         with _stop_signals(self):  # kept through the final checkpoint: a second SIGTERM must not cut it short
             try:
-                self._loop(limit, set_batch_count, bar)
+                self.stopped_by_agreement = self._loop(limit, bar)
                 if bar is not None:
                     bar.close()
                 if self._last_saved != self.step:
@@ -583,7 +326,7 @@ class Trainer:
                 # only; they are shut down here, on every exit path.
                 self.stream.close()
         completed = self.step >= cfg.max_steps or self.stream.exhausted
-        if self._stop_agreed:
+        if self.stopped_by_agreement:
             self.log(f"[audiolp] stopped by a signal after step {self.step}; checkpoint written. Rerun the same "
                      f"command to resume (run_dir {self.run_dir}).")
         self.wall_total += self._elapsed()
@@ -594,26 +337,34 @@ class Trainer:
         barrier(info)
         return self.run_dir
 
-    def _loop(self, limit: int, set_batch_count, bar) -> None:
+    def _next_micro_batches(self) -> list[dict]:
+        micro = []
+        for _ in range(self.cfg.grad_accum):
+            b = self.stream.next()
+            if b is None:
+                break
+            micro.append(b)
+        return micro
+
+    def _loop(self, limit: int, bar) -> bool:
+        """Optimizer steps until ``limit``, the end of the data, or an agreed stop; returns whether it stopped."""
         cfg = self.cfg
         window = _LogWindow(self.device)
+        set_batch_count = getattr(self.objective.encoder, "set_batch_count", None)  # the Zipformer's schedules
+        stopped = False
         while self.step < limit:
-            micro = []
-            for _ in range(cfg.grad_accum):
-                b = self.stream.next()
-                if b is None:
-                    break
-                micro.append(b)
+            micro = self._next_micro_batches()
             if not micro:
                 break  # max_epochs reached (on every rank at once: lhotse gives each rank the same batch count)
             if set_batch_count is not None:
                 set_batch_count(self.step)
-            for batch, out, weight in self.accumulate_gradients(micro):
+            outcome = self.accumulate_gradients(micro)
+            for batch, out, weight in outcome.micro:
                 window.add(batch, out, weight)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_([p for p in self.objective.parameters() if p.requires_grad],
                                                cfg.max_grad_norm)
-            if self._step_weight > 0:  # not when no clip of the whole global batch could be read
+            if outcome.total_weight > 0:  # not when no clip of the whole global batch could be read
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -622,18 +373,19 @@ class Trainer:
                 self.ema.update(self.objective)
             if bar is not None:
                 bar.update(1)
-
-            done = self.step >= limit or self._stop_agreed
+            stopped = outcome.stop_agreed
+            done = self.step >= limit or stopped
             ckpt_due = self.step % cfg.checkpoint_every == 0 and not done
             # A checkpoint closes the log window too, so that its totals (audio seconds) are whole.
             if self.step % cfg.log_every == 0 or done or ckpt_due:
                 self._close_window(window, bar)
             if ckpt_due:
                 self.save_checkpoint()
-            if self._stop_agreed:
+            if stopped:
                 break
         if window.micro:  # the data ran out in the middle of a log window
             self._close_window(window, bar)
+        return stopped
 
     def _close_window(self, window: "_LogWindow", bar) -> None:
         """All-reduce the window's sums, append a history record, log it, and start a new window."""
@@ -663,12 +415,11 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", audio_s_per_s=f"{rec['audio_s_per_s']:.0f}")
         window.reset()
 
-    def accumulate_gradients(self, micro: list[dict]) -> list[tuple[dict, "ObjectiveOutput", float]]:
+    def accumulate_gradients(self, micro: list[dict]) -> StepOutcome:
         """Forward + backward of one optimizer step's micro-batches on this rank; gradients add up in ``.grad``
-        (DDP all-reduces on the last micro-batch). Returns (batch, objective output, loss weight) per micro-batch."""
+        (DDP all-reduces on the last micro-batch)."""
         info = self.info
-        weights, step_total = self._micro_weights(micro)
-        self._step_weight = step_total
+        weights, step_total, stop_agreed = self._micro_weights(micro)
         done = []
         for i, batch in enumerate(micro):
             # A micro-batch whose clips were all unreadable forwards a stand-in with weight 0: this rank still joins
@@ -685,7 +436,7 @@ class Trainer:
                 scale = weights[i] * info.world_size / step_total if step_total > 0 else 0.0
                 (out.loss.float() * scale).backward()
             done.append((batch, out, weights[i]))
-        return done
+        return StepOutcome(done, step_total, stop_agreed)
 
     def _stand_in(self) -> dict:
         """One second of silence captioned "silence", unlabelled: the input of an empty micro-batch (loss weight 0).
@@ -696,23 +447,20 @@ class Trainer:
                 "sources": ["stand-in"], "domains": ["sound"], "cut_ids": ["stand-in"], "audio_seconds": 0.0,
                 "skipped_cut_ids": []}
 
-    def _micro_weights(self, micro: list[dict]) -> tuple[list[float], float]:
-        """Each micro-batch's loss weight and the step's total weight over all ranks (see ``loss_weighting``)."""
-        # Objectives whose loss is a mean over other units than clips (captioning: tokens) say how many.
-        count = getattr(self.objective, "loss_weight", None)
-
+    def _micro_weights(self, micro: list[dict]) -> tuple[list[float], float, bool]:
+        """Each micro-batch's loss weight, the step's total weight over all ranks (see ``loss_weighting``), and
+        whether any rank was asked to stop (it stops after this step)."""
         def weight(b: dict) -> float:
             if not _num_clips(b):  # every clip of it was unreadable: its stand-in counts for nothing
                 return 0.0
             if self.cfg.loss_weighting == "micro_batches":
                 return 1.0
-            return float(count(b, self.step) if count is not None else _num_clips(b))
+            return float(self.objective.loss_weight(b, self.step))
 
         weights = [weight(b) for b in micro]
-        # The same all-reduce tells every rank whether any of them was asked to stop (it stops after this step).
+        # One all-reduce carries both: the weight total and the stop request.
         total, stops = all_reduce_sum([sum(weights), float(self.stop_signal is not None)], self.info)
-        self._stop_agreed = stops > 0
-        return weights, total
+        return weights, total, stops > 0
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def _tb_log(self, rec: dict) -> None:
@@ -726,11 +474,8 @@ class Trainer:
         self._tb.flush()
 
     def _export_encoder(self) -> None:
-        enc = self.objective.encoder.state_dict()
-        ema_enc = None
-        if self.ema is not None:
-            ema_enc = self.ema.module.encoder.state_dict()
-        save_final_encoder(self.run_dir, enc, ema_enc, self.step)
+        ema_enc = self.ema.module.encoder.state_dict() if self.ema is not None else None
+        save_final_encoder(self.run_dir, self.objective.encoder.state_dict(), ema_enc, self.step)
 
     def _write_results(self, completed: bool) -> None:
         losses = [h["loss"] for h in self.history]
@@ -738,11 +483,12 @@ class Trainer:
         peak, peak_kind = _peak_memory(self.device)
         res = {
             "completed": completed,
-            "stopped_by_signal": (self.stop_signal or "on another rank") if self._stop_agreed else None,
+            "stopped_by_signal": (self.stop_signal or "on another rank") if self.stopped_by_agreement else None,
             "steps": self.step,
             "epoch": self.stream.epoch,
             "objective": self.cfg.objective,
             "model": self.cfg.model,
+            "preset": self.cfg.preset,
             "world_size": self.info.world_size,
             "device": str(self.device),
             "precision": self.precision,
@@ -756,7 +502,7 @@ class Trainer:
             "history": self.history,
             "audio_seconds_total": self.audio_seconds_total,
             "unreadable_clips": self.unreadable_clips,  # left out by the loader (see the warnings naming them)
-            "left_out_clips": self.left_out_clips,  # left out before the start (too short, no caption)
+            "left_out_clips": self.left_out_clips,  # left out before the start (too short / long, no caption)
             "wall_time_s": self.wall_total,
             "throughput_audio_s_per_s": self.audio_seconds_total / self.wall_total if self.wall_total > 0 else 0.0,
             "peak_memory_bytes": peak,
@@ -765,9 +511,7 @@ class Trainer:
             "scale_info": _jsonable(self.scale_info),
             "config": self.cfg.to_dict(),
         }
-        tmp = self.run_dir / f".results.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(res, indent=1) + "\n")
-        os.replace(tmp, self.run_dir / "results.json")
+        write_results_json(self.run_dir / "results.json", res)
         if hasattr(self, "_tb"):
             self._tb.close()
 

@@ -4,32 +4,28 @@ It calibrates the tasks: a useful task sits clearly above chance and clearly bel
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from audiolp.data.schema import cut_labels
 from audiolp.data.tasks import load_task_registry, load_task_split
+from audiolp.features import FeatureConfig, compute_fbank
 
 
 @dataclass
 class BaselineConfig:
-    num_mel_bins: int = 80
-    frame_length: float = 0.025
-    frame_shift: float = 0.010
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # the encoders' own fbank
     C: float = 1.0
     max_iter: int = 2000
 
 
 def fbank_stats(cuts, cfg: BaselineConfig = BaselineConfig()) -> np.ndarray:
-    """Clip features: per-bin mean and std of Kaldi-compatible log-mel fbank (lhotse, torch; no torchaudio)."""
-    from lhotse import Fbank, FbankConfig
-
-    ext = Fbank(FbankConfig(num_mel_bins=cfg.num_mel_bins, frame_length=cfg.frame_length, frame_shift=cfg.frame_shift))
+    """Clip features: per-bin mean and std of the log-mel fbank the encoders see (audiolp.features)."""
     feats = []
     for c in cuts:
-        f = ext.extract(c.load_audio(), c.sampling_rate)
+        f = compute_fbank(c.load_audio(), c.sampling_rate, cfg.features).numpy()
         feats.append(np.concatenate([f.mean(axis=0), f.std(axis=0)]))
     return np.stack(feats)
 
