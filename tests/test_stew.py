@@ -74,10 +74,10 @@ def test_eval_overlap_is_dropped_across_corpora(built):
     assert "musiccaps/NNNNNNNNNNN_0" not in ids  # MusicCaps is_audioset_eval
     assert "audiosetcaps/vggsound/VVVVVVVVVVV_000030" not in ids  # VGGSound test
     assert "clotho/evaluation/eval clip" not in ids
-    assert "wavcaps/freesound/555" not in ids  # WavCaps' own blacklist of test-set clips
+    assert "wavcaps/freesound/555" not in ids  # WavCaps' own blacklist (skipped by its adapter)
     inputs = report.inputs
     assert {k: v["dropped_eval_overlap"] for k, v in inputs.items()} == {
-        "audiocaps": 1, "clotho": 1, "wavcaps": 2, "musiccaps": 1, "audiosetcaps": 2, "paraspeechcaps": 0,
+        "audiocaps": 1, "clotho": 1, "wavcaps": 0, "musiccaps": 1, "audiosetcaps": 2, "paraspeechcaps": 0,
         "jamendomaxcaps": 0,
     }
     assert {k: v["duplicates_merged"] for k, v in inputs.items() if v["duplicates_merged"]} == {
@@ -124,7 +124,11 @@ def test_statistics_exact(built):
 def test_files_written_and_reloadable(built):
     _, report = built
     out = report.out_dir
-    assert sorted(p.name for p in out.iterdir()) == ["cuts.jsonl.gz", "malformed.txt", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["cuts.jsonl.gz", "malformed.txt", "missing_audio.txt",
+                                                     "stats.json"]
+    missing = (out / "missing_audio.txt").read_text().splitlines()
+    assert len(missing) == sum(e["missing_audio"] for e in F.EXPECTED.values())
+    assert any(m.startswith("[audiocaps] ") and "DDDDDDDDDDD" in m and "expected e.g. /" in m for m in missing)
     on_disk = json.loads((out / "stats.json").read_text())
     assert on_disk["overall"] == report.stats["overall"]  # JSON round-trips floats exactly
     assert on_disk["inputs"] == report.inputs
@@ -177,7 +181,7 @@ def test_shar_export(built, tmp_path):
     sources = {"wavcaps": corpora["wavcaps"], "jamendomaxcaps": corpora["jamendomaxcaps"]}
     report = build_captionstew(sources, tmp_path / "sh", shar=True)
     shar = list(load_manifest(report.shar_dir))
-    # no AudioCaps here: nothing merged; the WavCaps blacklist still drops YTTTTTTTTTTT and 555
+    # no AudioCaps here: nothing merged; WavCaps' adapter still skips its blacklisted YTTTTTTTTTTT and 555
     assert len(shar) == report.num_cuts == 7
     assert {c.id for c in shar} == {c.id for c in load_manifest(report.manifest)}
 

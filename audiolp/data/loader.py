@@ -63,6 +63,9 @@ class LoaderConfig:
     # Leave out clips whose audio cannot be read (reported in batch["skipped_cut_ids"] and counted by the trainer)
     # instead of stopping a long run; False = the first unreadable file raises.
     skip_unreadable: bool = True
+    # Where batch["labels"] comes from (see schema.cut_labels): None = custom 'labels', else 'audio_tag' (the
+    # authors' manifests); a name = that supervision field only, as a list or a ';'-joined string.
+    label_field: str | None = None
 
     def __post_init__(self):
         if isinstance(self.spec_augment_config, dict):
@@ -150,7 +153,7 @@ class CaptionBatchDataset(Dataset):
             "features": feats,
             "feature_lens": lens,
             "captions": [cut_captions(c) for c in cuts],
-            "labels": [cut_labels(c) for c in cuts],
+            "labels": [cut_labels(c, field=self.cfg.label_field) for c in cuts],
             "sources": [cut_source(c) for c in cuts],
             "domains": [cut_domain(c) for c in cuts],
             "cut_ids": [c.id for c in cuts],

@@ -2,18 +2,27 @@
 
 One MonoCut per clip at 16 kHz with one supervision spanning the cut. The supervision's ``custom`` holds
 ``caption`` (a list of strings, as the paper authors' released manifests do), ``source`` (corpus or
-sub-source name), ``domain`` (sound / music / speech) and, optionally, ``labels`` (list of strings). A clip into
+sub-source name), ``domain`` (sound / music / speech) and, optionally, ``labels`` (list of strings).
+Multi-channel audio is downmixed to mono (the mean of the channels, see ``mono_recording``).
+
+Readers accept the authors' layout too (AudenAI/Auden's uts / audio_tag / clap data modules): captions in
+``custom['caption']`` as a list or a single string, tags in ``custom['audio_tag']`` as a list or a
+';'-joined string, either also as a plain supervision attribute (see ``cut_captions`` / ``cut_labels``). A clip into
 which ``build_captionstew`` merged a duplicate from another corpus also holds ``caption_sources`` (the source of
 each caption, a list parallel to ``caption``) and ``merged_from`` (the merged clips' ids).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 from lhotse import CutSet, MonoCut, Recording, SupervisionSegment
+from lhotse.augmentation import AudioTransform
 from lhotse.cut import Cut
+from lhotse.utils import fastcopy
 
 SAMPLING_RATE = 16_000
 DOMAINS = ("sound", "music", "speech")
@@ -32,6 +41,31 @@ def clean_captions(captions: str | Sequence[str] | None) -> list[str]:
     return [c.strip() for c in captions if isinstance(c, str) and c.strip()]
 
 
+@dataclass
+class DownmixMono(AudioTransform):
+    """Mean of all channels -> 1 x T. lhotse 1.33 has no file-backed mean downmix (``MultiCut.to_mono`` and
+    ``MixedCut.to_mono`` sum the channels and keep the result in memory), so this transform is registered with
+    lhotse's ``AudioTransform`` registry and stored in the manifest; reading such a manifest needs
+    ``audiolp.data.schema`` imported (any audiolp loader does)."""
+
+    def __call__(self, samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+        return samples.mean(axis=0, keepdims=True) if samples.shape[0] > 1 else samples
+
+    def reverse_timestamps(self, offset, duration, sampling_rate):
+        return offset, duration  # the time axis is untouched
+
+
+def mono_recording(recording: Recording) -> Recording:
+    """``recording`` as one channel that reads as the mean of the file's channels (unchanged when mono).
+
+    The single source is declared as channel 0 so a MonoCut selects it; lhotse then reads every channel of
+    the file (it removes only channels the source declares) and ``DownmixMono`` averages them."""
+    if recording.num_channels <= 1 or len(recording.sources) != 1:
+        return recording  # multi-file recordings (one file per channel) are not produced by the adapters
+    source = fastcopy(recording.sources[0], channels=[0])
+    return fastcopy(recording, sources=[source], transforms=[DownmixMono()] + list(recording.transforms or []))
+
+
 def make_caption_cut(
     cut_id: str,
     recording: Recording,
@@ -43,7 +77,8 @@ def make_caption_cut(
     duration: float | None = None,
     extra: dict | None = None,
 ) -> MonoCut:
-    """Build one CaptionStew cut; the audio is resampled to 16 kHz on load when the file is not.
+    """Build one CaptionStew cut; the audio is resampled to 16 kHz on load when the file is not, and a
+    multi-channel file is downmixed to mono (channel mean, ``mono_recording``).
 
     Raises SchemaError naming the field when captions are empty or the domain is unknown.
     """
@@ -54,6 +89,7 @@ def make_caption_cut(
         raise SchemaError(f"cut {cut_id!r}: field 'domain'={domain!r}; use one of {DOMAINS}")
     if not source:
         raise SchemaError(f"cut {cut_id!r}: field 'source' is empty; name the corpus the clip comes from")
+    recording = mono_recording(recording)
     if duration is None:
         duration = recording.duration - start
     duration = min(duration, recording.duration - start)
@@ -88,11 +124,32 @@ def _custom(cut: Cut) -> dict:
     return cut.supervisions[0].custom
 
 
+def _field(cut: Cut, name: str):
+    """``name`` from the first supervision's custom dict, else a supervision attribute of that name (lhotse
+    keeps unknown keys of a supervision dict in ``custom``; an object attribute covers hand-made cuts)."""
+    if not cut.supervisions:
+        return None
+    sup = cut.supervisions[0]
+    custom = sup.custom or {}
+    if name in custom:
+        return custom[name]
+    return getattr(sup, name, None) if name not in ("custom", "id", "recording_id") else None
+
+
+def _as_labels(value) -> list[str]:
+    parts = value.split(";") if isinstance(value, str) else [str(v) for v in value]
+    return [p.strip() for p in parts if p and p.strip()]
+
+
 def cut_captions(cut: Cut) -> list[str]:
-    caps = _custom(cut).get("caption")
-    if isinstance(caps, str):  # tolerate single-string captions from other manifests
-        caps = [caps]
-    return list(caps or [])
+    """The captions: ``caption`` as a list or one string (the authors' manifests), in the supervision's
+    custom dict or as its attribute. Returned as stored (``caption_sources`` is parallel to this list)."""
+    if not cut.supervisions:
+        raise SchemaError(f"cut {cut.id!r}: no supervision; it is not a CaptionStew cut")
+    caps = _field(cut, "caption")
+    if caps is None:
+        return []
+    return [caps] if isinstance(caps, str) else list(caps)
 
 
 def cut_source(cut: Cut) -> str:
@@ -103,8 +160,17 @@ def cut_domain(cut: Cut) -> str:
     return _custom(cut).get("domain", "sound")
 
 
-def cut_labels(cut: Cut) -> list[str]:
-    return list(_custom(cut).get("labels") or [])
+LABEL_FIELDS = ("labels", "audio_tag")  # audiolp's field, then the authors' (Auden audio_tag data module)
+
+
+def cut_labels(cut: Cut, field: str | None = None) -> list[str]:
+    """The clip's tags. ``field=None``: ``labels``, else ``audio_tag``; a name: that field only. Either is
+    read from the supervision's custom dict, else its attribute, as a list or a ';'-joined string."""
+    for name in LABEL_FIELDS if field is None else (field,):
+        value = _field(cut, name)
+        if value is not None:
+            return _as_labels(value)
+    return []
 
 
 def validate_cut(cut: Cut) -> None:

@@ -7,7 +7,9 @@ sources are given:
    clips, the corpus file id otherwise) is in an evaluation set: AudioCaps test, MusicCaps eval
    (``is_audioset_eval``), VGGSound test (when its csv is given), Clotho evaluation. Matching is by media id
    regardless of the time segment: a different 10 s of the same video is still dropped, the conservative
-   choice against leakage. So a WavCaps AudioSet_SL clip of an AudioCaps-test video goes too;
+   choice against leakage. So a WavCaps AudioSet_SL clip of an AudioCaps-test video goes too. A corpus' own
+   exclusion list (WavCaps' blacklist, which also names AudioCaps *val*) is applied by its adapter to that
+   corpus only, so it never removes another corpus' training or validation clips;
 2. drops clips named in ``exclude_ids`` (an iterable, a text file with one id per line, or a .csv whose
    first column holds the ids; an id matches a clip's media id, its YouTube id, its cut id or its audio
    file stem);
@@ -19,8 +21,10 @@ sources are given:
    source), so per-source caption statistics count each caption under the corpus that wrote it.
 
 It writes ``out_dir/cuts.jsonl.gz`` (lhotse, atomically), ``out_dir/stats.json`` (per-source and overall
-statistics plus the per-input build counts, atomically), ``out_dir/malformed.txt`` (every skipped malformed
-row) and, with ``shar=True``, a Shar copy with audio under ``out_dir/shar``.
+statistics plus the per-input build counts and warnings, atomically), ``out_dir/malformed.txt`` (every
+skipped malformed row, truncated or unreadable audio included, with its reason), ``out_dir/missing_audio.txt``
+(every row whose audio file was not found, with an expected path) and, with ``shar=True``, a Shar copy with
+audio under ``out_dir/shar``. A build that would keep no clip raises ``EmptyBuildError`` and writes nothing.
 """
 from __future__ import annotations
 
@@ -46,6 +50,11 @@ from audiolp.data.text_stats import caption_statistics, stats_table, tokenize  #
 MANIFEST_NAME = "cuts.jsonl.gz"
 STATS_NAME = "stats.json"
 MALFORMED_NAME = "malformed.txt"
+MISSING_NAME = "missing_audio.txt"
+
+
+class EmptyBuildError(ValueError):
+    """A build that ends with no clip at all (the message says, per source, where audio was looked for)."""
 
 SourceSpec = (
     Mapping[str, "str | os.PathLike | Mapping"]
@@ -86,7 +95,8 @@ def _normalize_specs(sources: SourceSpec) -> list[tuple[str, str, Path, dict]]:
             value = value["root"]
         seen[name] += 1
         label = name if seen[name] == 1 else f"{name}#{seen[name]}"
-        specs.append((label, name, Path(value), options))
+        # absolute, so stats.json says where the corpus was whichever directory the build ran in
+        specs.append((label, name, Path(os.path.abspath(value)), options))
     return specs
 
 
@@ -215,6 +225,8 @@ def build_captionstew(
         ld.cuts = []  # the dropped and merged clips are no longer needed
     del by_media
 
+    if not kept:
+        raise EmptyBuildError(_empty_build_message(specs, loads, inputs))
     # "kept" above counts clips that survived; merged captions do not change it.
     random.Random(seed).shuffle(kept)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,6 +273,10 @@ def build_captionstew(
         out_dir / MALFORMED_NAME,
         "".join(f"[{label}] {m}\n" for label, ms in malformed.items() for m in ms),
     )
+    _write_atomic(
+        out_dir / MISSING_NAME,
+        "".join(f"[{label}] {m}\n" for label, ld in loads for m in ld.missing),
+    )
     shar_dir = None
     if shar:
         shar_dir = out_dir / "shar"
@@ -275,6 +291,20 @@ def build_captionstew(
         shar_dir=shar_dir,
         malformed=malformed,
     )
+
+
+def _empty_build_message(specs, loads, inputs) -> str:
+    lines = ["build_captionstew: no clip left to write; nothing was written. Per source:"]
+    for (label, name, root, _), (_, ld) in zip(specs, loads):
+        c = inputs[label]
+        lines.append(
+            f"  {label} ({name}, root {root}): {c['rows']} rows, {c['loaded']} with audio, {c['missing_audio']} "
+            f"without audio, {c['malformed']} malformed/unreadable, {c['dropped_eval_overlap']} evaluation, "
+            f"{c['dropped_excluded']} excluded; audio searched in {', '.join(ld.searched) or '(none)'}"
+            + (f"; e.g. {ld.missing[0]}" if ld.missing else "")
+            + (f"; e.g. {ld.malformed[0]}" if ld.malformed and not c["loaded"] else ""))
+    lines.append("Point each source at its corpus copy (and its audio options at the audio folders).")
+    return "\n".join(lines)
 
 
 def manifest_statistics(path: str | os.PathLike) -> dict:

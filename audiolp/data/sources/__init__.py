@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from audiolp.data.sources import audiocaps, audiosetcaps, clotho, jamendomaxcaps, musiccaps, paraspeechcaps, wavcaps
-from audiolp.data.sources.common import _HEADER_POOL, resolve_pending  # noqa: F401
+from audiolp.data.sources.common import _HEADER_POOL, check_missing_audio, resolve_pending  # noqa: F401
 from audiolp.data.sources.common import (  # noqa: F401
     MEDIA_END,
     MEDIA_ID,
@@ -41,7 +41,8 @@ def load_source(name: str, root: str | Path, num_workers: int | None = 1, **opti
 
     ``num_workers`` > 1 reads the audio headers with that many threads (None: ``min(8,
     cpu_count)``); the result is identical to the serial load. Inside an enclosing ``parallel_headers``
-    block its pool is reused."""
+    block its pool is reused. When more than half of the rows find no audio, the load carries a warning naming
+    the folders searched and an expected path (``check_missing_audio``)."""
     key = name.strip().lower()
     if key not in SOURCES:
         raise KeyError(f"unknown caption source {name!r}; known sources: {', '.join(sorted(SOURCES))}")
@@ -51,6 +52,9 @@ def load_source(name: str, root: str | Path, num_workers: int | None = 1, **opti
     if unknown:
         raise TypeError(f"source {key!r}: unknown option(s) {unknown}; accepted: {accepted}")
     if _HEADER_POOL.get() is not None:
-        return resolve_pending(loader(root, **options))
-    with parallel_headers(num_workers):
-        return resolve_pending(loader(root, **options))
+        out = resolve_pending(loader(root, **options))
+    else:
+        with parallel_headers(num_workers):
+            out = resolve_pending(loader(root, **options))
+    check_missing_audio(out)  # most rows without audio: the audio is not where the adapter looks
+    return out

@@ -68,6 +68,7 @@ def load(
 
     out = SourceLoad(name=NAME)
     finder = AudioFinder([audio_dir])
+    out.look_in(finder.dirs)
     for split, path in csvs:
         # (youtube_id, start) -> first row's location, audiocap ids, captions; insertion order = file order
         clips: dict[tuple[str, float], dict] = {}
@@ -116,5 +117,6 @@ def load(
                 media_end=end,
                 split=split,
                 extra={"audiocap_ids": clip["ids"]},
+                expected=finder.dirs[0] / f"{names[0][0]}.wav",
             )
     return out

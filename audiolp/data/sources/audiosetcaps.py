@@ -118,6 +118,7 @@ def load(
         if not any(Path(d).is_dir() for d in dirs):
             dirs = [root / "audio"]
         finder = AudioFinder(dirs)
+        out.look_in(finder.dirs)
         source = f"{NAME}/{SUBSET_SOURCE[subset]}"
         for where, row in iter_csv(path, [id_col, cap_col], out):
             raw = row[id_col].strip()
@@ -160,5 +161,6 @@ def load(
                 media_start=start,
                 media_end=end,
                 split=split,
+                expected=finder.dirs[0] / f"{names[0][0]}.flac",
             )
     return out

@@ -47,6 +47,7 @@ def load(
     for split, path in csvs:
         audio_dir = Path(audio_dirs.get(split, root / split))
         finder = AudioFinder([audio_dir])  # indexed only on the first name not found as spelled
+        out.look_in(finder.dirs)
         for where, row in iter_csv(path, ["file_name", *caption_cols], out):
             file_name = row["file_name"].strip()
             if not file_name:
@@ -61,6 +62,7 @@ def load(
                 where=where,
                 cut_id=f"{NAME}/{split}/{stem}",
                 audio_path=resolve_audio(audio_dir / file_name) or finder.find([file_name]),
+                expected=finder.dirs[0] / file_name,
                 captions=[row[c] for c in caption_cols],
                 source=NAME,
                 domain=DOMAIN,

@@ -3,7 +3,15 @@
 Every adapter reads one corpus in its own published layout and turns each (clip, captions) row into a
 CaptionStew cut. Problems in the data never stop a load: a missing audio file, a malformed row, an empty
 caption or an unreadable audio file is counted (malformed rows and unreadable audio are named with file and
-line) and the row is skipped. Only a root without any of the corpus' expected files is an error.
+line; rows without audio are listed in ``SourceLoad.missing``) and the row is skipped. Only a root without any
+of the corpus' expected files is an error. When most rows of a source find no audio (the audio unpacked
+somewhere the adapter does not look), ``check_missing_audio`` adds a warning naming the folders searched and
+the path expected for an example row.
+
+Recordings store absolute file paths (a manifest built from a relative ``--source`` loads from anywhere).
+The header probe also reads the last frames the header declares, so a file whose data is cut short (an
+interrupted download) is skipped and listed, not found in the middle of training. Multi-channel files are
+downmixed to mono, the mean of the channels (``schema.mono_recording``), as users of these corpora expect.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import re
 import unicodedata
 import warnings
 import zlib
+from collections import Counter
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +71,12 @@ class SourceLoad:
     # audio is present, so the stew can drop overlapping clips of *other* corpora too.
     eval_ids: set[str] = field(default_factory=set)
     rows: int = 0  # clip records considered (kept or skipped for any reason), malformed rows included
+    # clips the corpus itself says to leave out (WavCaps' blacklist of clips overlapping other corpora's
+    # evaluation sets): skipped by the adapter, never applied to other corpora
+    excluded: int = 0
+    # one line per row without audio: 'where: <cut id>: no audio file (expected e.g. <path>)'
+    missing: list[str] = field(default_factory=list, repr=False)
+    searched: list[str] = field(default_factory=list)  # audio folders the adapter looked in, in order
     # rows whose audio header is read later in parallel (see ``parallel_headers``); empty once resolved
     pending: list = field(default_factory=list, repr=False)
 
@@ -70,19 +85,28 @@ class SourceLoad:
         self.rows += 1
         self.malformed.append(f"{where}: {reason}")
 
+    def look_in(self, dirs: Iterable[str | os.PathLike]) -> None:
+        """Record audio folders searched (for the missing-audio warning)."""
+        for d in dirs:
+            d = os.path.abspath(d)
+            if d not in self.searched:
+                self.searched.append(d)
+
     def warn(self, message: str) -> None:
         """Record a warning (kept in the load report) and emit it as a Python warning."""
         self.warnings.append(message)
         warnings.warn(message, stacklevel=3)
 
     def summary(self) -> dict:
-        """Counts; ``rows == loaded + missing_audio + malformed + empty_captions`` (all per clip record)."""
+        """Counts; ``rows == loaded + missing_audio + malformed + empty_captions + excluded`` (all per clip
+        record)."""
         return {
             "rows": self.rows,
             "loaded": len(self.cuts),
             "missing_audio": self.missing_audio,
             "malformed": len(self.malformed),
             "empty_captions": self.empty_captions,
+            "excluded": self.excluded,
             "eval_ids": len(self.eval_ids),
             "empty_caption_rows": self.empty_caption_rows,
             "repaired_line_breaks": self.repaired_line_breaks,
@@ -178,7 +202,7 @@ class AudioFinder:
     """
 
     def __init__(self, dirs: Iterable[str | os.PathLike], extensions: Sequence[str] = AUDIO_EXTENSIONS):
-        self.dirs = [Path(d) for d in dirs if d is not None]
+        self.dirs = [Path(os.path.abspath(d)) for d in dirs if d is not None]  # absolute: see read_recording
         self.extensions = tuple(e.lower() for e in extensions)
         self._index: dict[str, Path] | None = None
         self._youtube: dict[str, list[tuple[float | None, float | None, Path]]] | None = None
@@ -345,29 +369,91 @@ def find_youtube_audio(
     return None, None
 
 
+class TruncatedAudioError(ValueError):
+    """The header declares more audio than the file holds (e.g. an interrupted download)."""
+
+
+PROBE_FRAMES = 1024  # frames read at the end of each file to prove the declared length is there
+
+
 def read_recording(path: Path, recording_id: str) -> Recording:
-    """A lhotse Recording from the file header only.
+    """A lhotse Recording from the file header, with the last ``PROBE_FRAMES`` frames the header declares
+    read back (raises TruncatedAudioError when they are not there). The path is stored absolute.
 
     Formats libsndfile reads (wav, flac, ogg, mp3 with libsndfile >= 1.1) are described from
     ``soundfile.info`` directly, the same numbers ``Recording.from_file`` would take, at a third of its cost
     (it re-checks which optional backends are installed for every file); anything else goes through
-    ``Recording.from_file`` and its other backends.
+    ``Recording.from_file`` and its other backends (not probed: their decoders have no cheap seek).
     """
+    path = os.path.abspath(path)  # a relative --source must not make the manifest depend on the cwd
     try:
         # SoundFile's attributes are the numbers sf.info reports, without sf.info's format-string building
         # (a third of its Python time); the C open releases the GIL, so thread pools overlap the file I/O.
-        with sf.SoundFile(str(path)) as f:
-            frames, samplerate, channels = f.frames, f.samplerate, f.channels
+        f = sf.SoundFile(path)
     except Exception:
         return Recording.from_file(path, recording_id=recording_id)
+    with f:
+        frames, samplerate, channels = f.frames, f.samplerate, f.channels
+        if frames > 0 and samplerate > 0:
+            k = min(frames, PROBE_FRAMES)
+            try:  # a truncated FLAC fails the seek; other formats may return fewer frames
+                f.seek(frames - k)
+                got = len(f.read(k, dtype="float32", always_2d=True))
+            except Exception as e:
+                raise TruncatedAudioError(
+                    f"truncated audio: the header declares {frames} frames ({frames / samplerate:.2f} s) but "
+                    f"reading the last of them failed ({str(e).strip() or type(e).__name__}); re-download the file"
+                ) from None
+            if got < k:
+                raise TruncatedAudioError(
+                    f"truncated audio: the header declares {frames} frames ({frames / samplerate:.2f} s) but the "
+                    f"file ends {k - got} frames early; re-download the file")
     if frames <= 0 or samplerate <= 0:
         return Recording.from_file(path, recording_id=recording_id)
     return Recording(
         id=recording_id,
-        sources=[AudioSource(type="file", channels=list(range(channels)), source=str(path))],
+        sources=[AudioSource(type="file", channels=list(range(channels)), source=path)],
         sampling_rate=int(samplerate),
         num_samples=int(frames),
         duration=frames / samplerate,
+    )
+
+
+def _other_files(dirs: Sequence[str], limit: int = 10_000) -> Counter:
+    """Suffixes of the files under ``dirs`` that are not audio (the first ``limit`` files: enough to say
+    'these are .mp4 videos')."""
+    seen: Counter = Counter()
+    n = 0
+    for d in dirs:
+        for _, _, filenames in os.walk(d):
+            for fn in filenames:
+                suffix = os.path.splitext(fn)[1].lower()
+                if suffix not in AUDIO_EXTENSIONS:
+                    seen[suffix or "(no suffix)"] += 1
+                n += 1
+                if n >= limit:
+                    return seen
+    return seen
+
+
+MISSING_SHARE = 0.5  # warn when more than this share of a source's rows found no audio file
+
+
+def check_missing_audio(load: SourceLoad, share: float = MISSING_SHARE) -> None:
+    """Warn (``load.warnings``) when more than ``share`` of the rows found no audio: the audio is most likely
+    somewhere the adapter does not look. Names the folders searched, the path expected for the first such
+    row and any non-audio files there (e.g. VGGSound's .mp4 videos)."""
+    if not load.rows or load.missing_audio <= share * load.rows:
+        return
+    searched = ", ".join(load.searched) if load.searched else "(no folder recorded)"
+    example = load.missing[0] if load.missing else ""
+    others = ", ".join(f"{n} {suffix}" for suffix, n in _other_files(load.searched).most_common(3))
+    load.warn(
+        f"{load.name}: {load.missing_audio:,} of {load.rows:,} rows found no audio file. Searched: {searched}. "
+        f"Example: {example}."
+        + (f" Files there that are not audio ({', '.join(AUDIO_EXTENSIONS)}): {others}; extract their audio "
+           f"(e.g. ffmpeg -i x.mp4 -vn x.flac)." if others else "")
+        + " Point the adapter's audio option at the folder holding the files; every row is listed in missing_audio.txt"
     )
 
 
@@ -391,6 +477,7 @@ def add_clip(
     start: float = 0.0,
     duration: float | None = None,
     media_window: tuple[float, float] | None = None,
+    expected: str | os.PathLike | None = None,
 ) -> MonoCut | None:
     """Turn one metadata row into a cut, or count why it cannot be one. Checks, in order: empty caption,
     missing audio, unreadable audio, schema problems (e.g. a segment past the end of the file). Inside
@@ -399,7 +486,10 @@ def add_clip(
     ``media_window`` = (clip start, clip end) inside the media, for a file found under a name that may be the
     whole video (a bare YouTube id): if the file is longer than the clip by more than ``WHOLE_MEDIA_SLACK``
     seconds it is the whole video and the cut is the clip's span of it (counted in ``cut_from_full_media``);
-    otherwise the file is the clip itself and is used as is."""
+    otherwise the file is the clip itself and is used as is.
+
+    ``expected``: where the audio of this row would be (one example path), listed in ``load.missing`` when
+    no file was found."""
     load.rows += 1
     caps = clean_captions(captions)
     if not caps:
@@ -407,6 +497,7 @@ def add_clip(
         return None
     if audio_path is None:
         load.missing_audio += 1
+        load.missing.append(f"{where}: {cut_id}: no audio file" + (f" (expected e.g. {os.path.abspath(expected)})" if expected else ""))
         return None
     custom = {MEDIA_ID: media_id}
     if media_start is not None:  # unknown positions are left out, not stored as null
@@ -465,7 +556,8 @@ def _header_chunk(jobs: list[tuple[Path, str]]) -> list[tuple[Recording | None, 
 def _finish_row(load: SourceLoad, row: _PendingRow, header: tuple, errors: list) -> MonoCut | None:
     recording, reason = header
     if recording is None:
-        errors.append(f"{row.audio_path}: unreadable audio header ({reason}) [row {row.where}]")
+        what = reason if reason.startswith("truncated audio") else f"unreadable audio header ({reason})"
+        errors.append(f"{row.audio_path}: {what} [row {row.where}]")
         return None
     start, duration, whole = row.start, row.duration, False
     if row.window is not None:

@@ -99,6 +99,7 @@ def load(
         out.malformed.extend(report.problems)
         dirs.append(Path(unpack_audio_to))
     finder = AudioFinder(dirs)
+    out.look_in(finder.dirs)
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(progress(f, desc=path.name), start=1):
             if not line.strip():
@@ -133,6 +134,7 @@ def load(
                 where=where,
                 cut_id=f"{NAME}/{track}{seg}",
                 audio_path=finder.find([track, raw]),
+                expected=(finder.dirs or [Path(".")])[0] / f"{track}.mp3",
                 captions=caption,
                 source=NAME,
                 domain=DOMAIN,

@@ -68,6 +68,7 @@ def load(
         raise no_expected_files(root, NAME, [CSV_NAME])
     finder = AudioFinder([Path(audio_dir) if audio_dir else root])
     out = SourceLoad(name=NAME)
+    out.look_in(finder.dirs)
     for where, row in iter_csv(csv_path, COLUMNS, out):
         ytid = row["ytid"].strip()
         if not ytid:
@@ -98,6 +99,7 @@ def load(
             where=where,
             cut_id=f"{NAME}/{ytid}_{s}",
             audio_path=audio_path,
+            expected=finder.dirs[0] / f"{names[0][0]}.wav",
             media_window=window,
             captions=row["caption"],
             source=NAME,

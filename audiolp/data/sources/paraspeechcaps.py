@@ -135,11 +135,11 @@ def load(
             if not corpus or not rel:
                 out.bad(where, "field 'source' or 'relative_audio_path' is missing or empty")
                 continue
-            if corpus.lower() in roots:
-                candidates = [roots[corpus.lower()] / rel]
-            else:
-                candidates = [audio_root / rel, audio_root / corpus / rel]
+            bases = [roots[corpus.lower()]] if corpus.lower() in roots else [audio_root, audio_root / corpus]
+            candidates = [b / rel for b in bases]
             audio = next((a for a in (resolve_audio(c) for c in candidates) if a is not None), None)
+            if audio is None and len(out.searched) < 64:  # a few roots per source corpus: keep the list short
+                out.look_in(bases)
             labels = _as_list(row.get("intrinsic_tags")) + _as_list(row.get("situational_tags"))
             extra = {c: row.get(c) for c in EXTRA_COLUMNS if row.get(c) not in (None, "")}
             stem = rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel
@@ -155,5 +155,6 @@ def load(
                 split=split,
                 labels=labels,
                 extra=extra,
+                expected=candidates[0],
             )
     return out

@@ -5,7 +5,13 @@ of each subset unzipped from ``Zip_files/<Subset>/`` (files named ``<id>.flac``;
 
 Subsets: BBC_Sound_Effects, SoundBible, FreeSound, AudioSet_SL. The cut source is ``wavcaps/<subset>``
 (lower case). AudioSet_SL clips carry their YouTube id as media id, so they are dropped when the same video
-is in AudioCaps test and merged with the AudioCaps/AudioSetCaps clip of the same video. Their ids carry no
+is in AudioCaps test and merged with the AudioCaps/AudioSetCaps clip of the same video.
+
+WavCaps' blacklist (``json_files/blacklist/blacklist_exclude_test_ac.json``) names the WavCaps clips to leave
+out: under "AudioSet" the videos of AudioCaps val (494) and test (957), under "FreeSound" the Freesound
+copies of Clotho validation and evaluation (2,090). It is applied to WavCaps only (rows skipped, counted in
+``SourceLoad.excluded``): it is not an evaluation list, and applying it build-wide would drop AudioCaps' own
+validation clips from the stew. The evaluation sets proper are dropped build-wide by their own corpora. Their ids carry no
 time, so the file is used as is (WavCaps ships the 10 s clips); when only a file in AudioSet's own naming
 (``Y<ytid>_30.000_40.000``) is there, it is used and its name's times become the media span.
 
@@ -42,7 +48,8 @@ def _default_audio_dirs(root: Path, subset: str) -> list[Path]:
 
 
 def read_blacklist(path: Path) -> set[str]:
-    """Media ids from a WavCaps blacklist file ``{"AudioSet": ["Y<ytid>.wav", ...], "FreeSound": [id, ...]}``."""
+    """WavCaps media ids (see ``load``) from a WavCaps blacklist file ``{"AudioSet": ["Y<ytid>.wav", ...],
+    "FreeSound": [id, ...]}``."""
     with open(path, encoding="utf-8") as f:
         blob = json.load(f)
     if not isinstance(blob, dict):
@@ -67,12 +74,12 @@ def load(
 ) -> SourceLoad:
     """Read WavCaps from ``root``; ``audio_dirs`` maps a subset to its audio folder(s).
 
-    ``blacklists``: WavCaps' own lists of clips overlapping test sets (``json_files/blacklist/``; a name is
-    looked up there, a path is used as is). An absent default list is not fatal (not every copy has
-    ``json_files/blacklist``) but is a warning naming the folder (``SourceLoad.warnings``): without it the
-    FreeSound copies of Clotho evaluation clips stay in. Their ids are reported as evaluation ids:
-    ``blacklist_exclude_test_ac.json`` names the AudioSet clips of AudioCaps test and the
-    FreeSound clips of Clotho evaluation, which media ids alone cannot match (Clotho names files by title).
+    ``blacklists``: WavCaps' own lists of its clips that overlap AudioCaps val/test and Clotho
+    val/evaluation (``json_files/blacklist/``; a name is looked up there, a path is used as is). Listed clips
+    are skipped here (``SourceLoad.excluded``) and nowhere else. An absent default list is not fatal (not every
+    copy has ``json_files/blacklist``) but is a warning naming the folder (``SourceLoad.warnings``): without
+    it the FreeSound copies of Clotho evaluation clips stay in (Clotho names files by title, so media ids
+    cannot match them).
     """
     expected = [f"{d}/{s}/*.json" for d in JSON_DIRS[:1] for s in subsets]
     root = require_root(root, NAME, expected)
@@ -88,6 +95,7 @@ def load(
         raise no_expected_files(root, NAME, [f"{{{','.join(JSON_DIRS)}}}/{s}/*.json" for s in subsets])
 
     out = SourceLoad(name=NAME)
+    blacklisted: set[str] = set()
     for entry in blacklists:
         given = Path(entry)
         candidates = [given] if given.is_absolute() or given.parent != Path(".") else [
@@ -103,7 +111,7 @@ def load(
                     f"json_files/blacklist/ from the WavCaps repository, or pass blacklists=() to build without it")
                 continue
             raise FileNotFoundError(f"{NAME}: blacklist {entry!r} not found (looked in {[str(c) for c in candidates]})")
-        out.eval_ids |= read_blacklist(found)
+        blacklisted |= read_blacklist(found)
     finders: dict[str, AudioFinder] = {}
     for subset, path in files:
         if subset not in finders:
@@ -113,6 +121,7 @@ def load(
             elif isinstance(dirs, (str, Path)):
                 dirs = [dirs]
             finders[subset] = AudioFinder(dirs)
+            out.look_in(finders[subset].dirs)
         source = f"{NAME}/{subset.lower()}"
         try:
             with open(path, encoding="utf-8") as f:
@@ -143,6 +152,10 @@ def load(
                     continue
                 media_id = youtube_media_id(yt[0])
                 media_start, media_end = yt[1], yt[2]
+            if media_id in blacklisted:  # WavCaps' own exclusion; other corpora keep their clips
+                out.rows += 1
+                out.excluded += 1
+                continue
             audio_path = finders[subset].find([stem, raw_id])
             if audio_path is None and subset == "AudioSet_SL" and media_start is None:
                 found = finders[subset].find_youtube(yt[0])  # AudioSet's own naming, Y<ytid>_30.000_40.000
@@ -160,5 +173,6 @@ def load(
                 media_id=media_id,
                 media_start=media_start,
                 media_end=media_end,
+                expected=finders[subset].dirs[0] / f"{stem}.flac",
             )
     return out
