@@ -1,4 +1,6 @@
-"""`audiolp prepare|stats|pretrain|demo`: the same functions the notebooks call."""
+"""`audiolp prepare|stats|pretrain|demo`: the same functions the notebooks call.
+
+Every error is one line naming the thing and the fix, exit status 2; ``--debug`` shows the traceback instead."""
 from __future__ import annotations
 
 import argparse
@@ -88,9 +90,6 @@ def cmd_stats(args) -> int:
     return 0
 
 
-FREE_SECTIONS = ("objective_config", "model_overrides")
-
-
 def _apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
     """`--set optim.lr=0.01 --set loader.max_duration=60` on the TrainConfig JSON."""
     for item in overrides:
@@ -109,6 +108,8 @@ def _apply_overrides(cfg_dict: dict, overrides: list[str]) -> dict:
             node = node[p]
         # objective_config / model_overrides start empty: any field of the objective's or encoder's config may be
         # added there (the dataclass named by the config checks it when the run starts).
+        from audiolp.train.config import FREE_SECTIONS
+
         if leaf not in node and not (parents and parents[-1] in FREE_SECTIONS):
             raise SystemExit(f"--set {key}: unknown field {leaf!r}; fields here: {sorted(node)}")
         node[leaf] = value
@@ -121,10 +122,13 @@ def cmd_pretrain(args) -> int:
     from audiolp.train.config import TrainConfig
     from audiolp.train.trainer import train
 
+    if args.config and args.preset:
+        raise SystemExit("give --config (a whole TrainConfig JSON, e.g. a run's config.json) or --preset, not both")
     if args.config:
-        cfg_dict = json.loads(Path(args.config).read_text())
-    else:
-        cfg_dict = asdict(TrainConfig())
+        cfg_dict = asdict(TrainConfig.load(args.config))
+    else:  # the preset's section of the run's objective is chosen by the objective, so that comes first
+        first = {"objective": args.objective} if args.objective else {}
+        cfg_dict = asdict(TrainConfig.from_preset(args.preset or "paper", first))
     for field_name, value in (("objective", args.objective), ("data", args.data), ("scale", args.scale),
                               ("model", args.model), ("run_dir", args.run_dir), ("max_steps", args.max_steps),
                               ("seed", args.seed), ("init_from", args.init_from), ("precision", args.precision),
@@ -134,9 +138,32 @@ def cmd_pretrain(args) -> int:
                 raise SystemExit(f"TrainConfig has no field {field_name!r}")
             cfg_dict[field_name] = value
     cfg = TrainConfig.from_dict(_apply_overrides(cfg_dict, args.set or []))
+    if cfg.scale is not None:  # a typo in the scale fails now, not after the manifest is read
+        from audiolp.data.scale import parse_scale
+
+        parse_scale(cfg.scale)
+    preflight(cfg)
     run_dir = train(cfg)
     print(f"run directory: {run_dir}")
     return 0
+
+
+def preflight(cfg) -> None:
+    """What can fail without reading the corpus fails first (seconds, not after a long manifest scan): the text
+    model or tokenizer of the objective must load."""
+    from audiolp.train.data import objective_config_for
+
+    oc = objective_config_for(cfg)
+    name = oc.get("text_model") or oc.get("tokenizer")
+    if name is None:
+        from audiolp.objectives import objective_config_class
+
+        cfg_cls = objective_config_class(cfg.objective)
+        name = getattr(cfg_cls(), "text_model", None) or getattr(cfg_cls(), "tokenizer", None)
+    if name is not None:
+        from audiolp.models.text import check_text_model
+
+        check_text_model(name)
 
 
 def cmd_demo(args) -> int:
@@ -146,9 +173,17 @@ def cmd_demo(args) -> int:
     return run_demo(profile=args.profile, out_root=args.out, steps=args.steps)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line too."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="audiolp", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="audiolp", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pp = sub.add_parser("prepare", help="build a corpus manifest (CaptionStew from local corpora, or MiniStew "
                                         "offline), or precompute its fbank features")
@@ -173,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.set_defaults(func=cmd_stats)
 
     pt = sub.add_parser("pretrain", help="pretrain an encoder (works under torchrun for DDP)")
-    pt.add_argument("--config", help="TrainConfig JSON; flags below override it")
+    pt.add_argument("--config", help="a whole TrainConfig JSON (e.g. a run's config.json); flags below override it")
+    pt.add_argument("--preset", help="paper (default: the authors' setting) | demo_cpu (offline CPU recipe) | a JSON "
+                                     "file of TrainConfig fields; flags and --set override it")
     pt.add_argument("--objective", choices=["contrastive", "captioning", "tagging"])
     pt.add_argument("--data", help="corpus directory or cuts manifest")
     pt.add_argument("--scale", help="400K, 1M, 4M, 10.7M, full or <number>[K|M]")
@@ -193,12 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--out", default="papermill_runs/demo")
     pd.add_argument("--steps", type=int, default=None, help="pretraining steps per objective (default by profile)")
     pd.set_defaults(func=cmd_demo)
+    for sp in (pp, ps, pt, pd):  # also after the command: `audiolp pretrain ... --debug`
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as e:  # raised with a message by the commands above
+        if isinstance(e.code, str):
+            print(f"audiolp {args.command}: error: {e.code}", file=sys.stderr)
+            return 2
+        raise
+    except Exception as e:
+        if args.debug:
+            raise
+        # One line: the message names the thing and the fix; the type says what kind of failure it was.
+        message = " ".join(str(e).split()) or type(e).__name__
+        kind = "" if isinstance(e, (ValueError, FileNotFoundError)) else f"{type(e).__name__}: "
+        print(f"audiolp {args.command}: error: {kind}{message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -523,16 +523,26 @@ def test_clips_too_short_or_without_caption_are_left_out_before_the_start(tmp_pa
     assert math.isclose(min_clip_seconds(cfg), 0.09)
     messages = []
     _, usable, _, left_out = load_training_cuts(cfg, log=messages.append)
-    assert left_out == {"too_short": 1, "no_caption": 1}
+    assert left_out == {"too_short": 1, "too_long": 0, "no_caption": 1}
     assert sorted(c.id for c in usable) == sorted(c.id for c in cuts)
     assert any("click (" in m and str(click) in m for m in messages) and any("blank (" in m for m in messages)
     tag_cfg = base_cfg(bad, tmp_path / "tag", "tagging")
-    assert load_training_cuts(tag_cfg, log=messages.append)[3] == {"too_short": 1, "no_caption": 0}
+    assert load_training_cuts(tag_cfg, log=messages.append)[3] == {"too_short": 1, "too_long": 0, "no_caption": 0}
     con_cfg = base_cfg(bad, tmp_path / "con", "contrastive")
-    assert load_training_cuts(con_cfg, log=messages.append)[3] == {"too_short": 1, "no_caption": 1}
+    assert load_training_cuts(con_cfg, log=messages.append)[3] == {"too_short": 1, "too_long": 0, "no_caption": 1}
+    # The clip-length bounds (loader.min/max_clip_seconds; Auden keeps 1-60 s) leave out exactly the clips outside.
+    durations = [c.duration for c in cuts + [blank]]  # the click is shorter than any bound
+    steps = sorted(set(durations))  # 1.0, 1.1, 1.2 s: bounds between them leave clips out on both sides
+    lo, hi = (steps[0] + steps[1]) / 2, (steps[-2] + steps[-1]) / 2
+    bounded = base_cfg(bad, tmp_path / "b", "tagging",
+                       loader={"max_duration": 4.0, "min_clip_seconds": lo, "max_clip_seconds": hi})
+    _, kept, _, counts = load_training_cuts(bounded, log=messages.append)
+    assert counts["too_short"] == 1 + sum(d < lo for d in durations)  # + the click
+    assert counts["too_long"] == sum(d > hi for d in durations) >= 1
+    assert all(lo <= c.duration <= hi for c in kept) and len(list(kept)) == sum(lo <= d <= hi for d in durations)
 
     res = json.loads((train(cfg) / "results.json").read_text())  # one whole epoch over the screened manifest
-    assert res["completed"] and res["left_out_clips"] == {"too_short": 1, "no_caption": 1}
+    assert res["completed"] and res["left_out_clips"] == {"too_short": 1, "too_long": 0, "no_caption": 1}
     assert math.isclose(res["audio_seconds_total"], sum(c.duration for c in cuts), rel_tol=1e-9)
 
 
@@ -810,3 +820,59 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     assert mod.main(["--cpu-smoke", "--steps", "2", "--warmup", "0", "--data", "/nonexistent"]) == 0
     out = capsys.readouterr().out
     assert "| contrastive | zipformer_tiny | ok |" in out and "| captioning | zipformer_tiny | ok |" in out
+
+
+def _eden(b: float, e: float, lr_batches: float, lr_epochs: float | None, warmup: float, start: float = 0.5):
+    """icefall's Eden, written out: batch term x epoch term (None: step-only, the authors' Eden2) x linear warm-up."""
+    f = ((b ** 2 + lr_batches ** 2) / lr_batches ** 2) ** -0.25
+    if lr_epochs is not None:
+        f *= ((e ** 2 + lr_epochs ** 2) / lr_epochs ** 2) ** -0.25
+    return f * (1.0 if b >= warmup else start + (1.0 - start) * b / warmup)
+
+
+EDEN = {"name": "scaled_adam", "lr": 0.04, "eden_lr_batches": 5.0, "eden_lr_epochs": 1.0, "warmup_batches": 4}
+
+
+def test_logged_lr_follows_eden_over_epochs(corpus, tmp_path):
+    """Every logged lr equals the schedule's formula at (step, epochs completed): an epoch counted one off in the
+    trainer (step_epoch(e - 1)) or a batch counted one off changes the numbers."""
+    from audiolp.train.trainer import train
+
+    cfg = base_cfg(corpus, tmp_path / "run", "tagging", max_steps=100, max_epochs=3, checkpoint_every=100,
+                   optim={**EDEN, "eden_schedule": "epoch"})
+    hist = json.loads((train(cfg) / "results.json").read_text())["history"]
+    epochs = sorted({h["epoch"] for h in hist})
+    assert epochs == [0, 1, 2] and len(hist) > 6
+    for h in hist:
+        assert h["lr"] == pytest.approx(0.04 * _eden(h["step"], h["epoch"], 5.0, 1.0, 4), rel=1e-9), h
+
+
+def test_step_only_schedule_gives_the_same_lr_on_corpora_of_different_size(tmp_path):
+    """The default (step-only Eden) makes a run's learning rate a function of the step alone, so scale points of
+    one study are not confounded by how fast a small subset completes epochs; the epoch form would differ."""
+    from audiolp.train.trainer import train
+
+    small, large = make_corpus(tmp_path / "small", per_kind=2), make_corpus(tmp_path / "large", per_kind=8)
+    lrs = {}
+    for schedule in ("step", "epoch"):
+        for name, manifest in (("small", small), ("large", large)):
+            cfg = base_cfg(manifest, tmp_path / f"{schedule}_{name}", "tagging", max_steps=12, checkpoint_every=100,
+                           optim={**EDEN, "eden_schedule": schedule})
+            hist = json.loads((train(cfg) / "results.json").read_text())["history"]
+            lrs[schedule, name] = [(h["step"], h["lr"], h["epoch"]) for h in hist]
+    assert [(s, lr) for s, lr, _ in lrs["step", "small"]] == [(s, lr) for s, lr, _ in lrs["step", "large"]]
+    assert all(lr == pytest.approx(0.04 * _eden(s, 0, 5.0, None, 4)) for s, lr, _ in lrs["step", "small"])
+    assert lrs["step", "small"][-1][2] > lrs["step", "large"][-1][2]  # the small corpus did pass more epochs
+    assert [lr for _, lr, _ in lrs["epoch", "small"]] != [lr for _, lr, _ in lrs["epoch", "large"]]
+
+
+def test_latest_checkpoint_falls_back_to_the_newest_when_the_pointer_is_missing(tmp_path):
+    import audiolp.train.checkpoint as ck
+
+    root = tmp_path / "checkpoints"
+    for s in (3, 1, 12):
+        ck.write_checkpoint(root, s, {"model": {"encoder.w": torch.full((2,), float(s))}, "trainer": {"step": s}})
+    (root / ck.LATEST).unlink()
+    assert ck.latest_checkpoint(root).name == "step-00000012"  # the newest, not the oldest
+    (root / "step-00000012" / "COMPLETE.json").unlink()  # an incomplete one is never chosen
+    assert ck.latest_checkpoint(root).name == "step-00000003"

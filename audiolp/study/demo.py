@@ -16,26 +16,20 @@ from audiolp.study.figures import plot_pretrain_losses
 from audiolp.study.records import read_records, write_record
 
 
-# The CPU demo shrinks the heads around the tiny encoder (the paper sizes - 6x768 decoder, 1024-d projections -
-# stay the objectives' defaults for real runs); everything else is the same code path as a GPU run.
-CPU_OBJECTIVE_CONFIGS = {
-    "captioning": {"num_layers": 2, "d_model": 256, "num_heads": 4, "ffn_dim": 1024, "max_caption_tokens": 40},
-    "contrastive": {"proj_dim": 256},
-    "tagging": {},
-}
+# The CPU demo runs the demo_cpu preset (audiolp/presets/demo_cpu.json: the tiny encoder, small heads, the offline
+# MiniLM); everything else is the same code path as a GPU run with the paper preset.
+PRESET = "demo_cpu"
 
 
 @dataclass
 class DemoPlan:
-    model: str
     steps: int
-    max_duration: float  # seconds of audio per batch
     scale: str | None
 
 
 PLANS = {
-    "tiny": DemoPlan(model="zipformer_tiny", steps=40, max_duration=60.0, scale=None),
-    "full": DemoPlan(model="zipformer_tiny", steps=80, max_duration=60.0, scale=None),
+    "tiny": DemoPlan(steps=40, scale=None),
+    "full": DemoPlan(steps=80, scale=None),
 }
 
 NOT_YET = [
@@ -67,7 +61,8 @@ def run_demo(profile: str = "full", out_root: str = "papermill_runs/demo", steps
     (out_root / "data_card.md").write_text(card)
     print(card)
 
-    print(f"[demo] 2/4 pretraining {plan.model} for {steps} steps per objective ...", flush=True)
+    model = TrainConfig.from_preset(PRESET).model
+    print(f"[demo] 2/4 pretraining {model} ({PRESET} preset) for {steps} steps per objective ...", flush=True)
     runs = [
         ("tagging", "tagging", None),
         ("contrastive", "contrastive", None),
@@ -76,10 +71,8 @@ def run_demo(profile: str = "full", out_root: str = "papermill_runs/demo", steps
     ]
     run_dirs: dict[str, Path] = {}
     for name, objective, init_run in runs:
-        cfg = TrainConfig(
+        cfg = TrainConfig.from_preset(PRESET, dict(
             objective=objective,
-            objective_config=dict(CPU_OBJECTIVE_CONFIGS[objective]),
-            model=plan.model,
             data=str(corpus / "cuts.jsonl.gz"),
             scale=plan.scale,
             max_steps=steps,
@@ -87,13 +80,12 @@ def run_demo(profile: str = "full", out_root: str = "papermill_runs/demo", steps
             checkpoint_every=max(1, steps // 2),
             log_every=max(1, steps // 40),
             init_from=str(run_dirs[init_run] / "encoder.safetensors") if init_run else None,
-        )
-        cfg.loader.max_duration = plan.max_duration
+        ))
         run_dir = Path(train(cfg))
         run_dirs[name] = run_dir
         res = json.loads((run_dir / "results.json").read_text())
         write_record(records_dir, "pretrain", name,
-                     params={"objective": objective, "model": plan.model, "steps": steps, "profile": profile,
+                     params={"objective": objective, "model": model, "steps": steps, "profile": profile,
                              "init_from": init_run},
                      metrics={k: res.get(k) for k in ("first_loss", "final_loss", "final_loss_mean_last_10pct",
                                                        "throughput_audio_s_per_s", "wall_time_s", "loss_curve",
@@ -106,7 +98,7 @@ def run_demo(profile: str = "full", out_root: str = "papermill_runs/demo", steps
     print("[demo] 3/4 figures from the results records ...", flush=True)
     fig = plot_pretrain_losses(read_records(records_dir, kind="pretrain"),
                                Path(figures_dir) / f"demo_pretrain_loss_{profile}.png",
-                               title=f"Pretraining on MiniStew ({profile}), {plan.model}")
+                               title=f"Pretraining on MiniStew ({profile}), {model}")
     print(f"[demo]   wrote {fig}")
 
     print("[demo] 4/4 not in the package yet (so not run):")

@@ -31,7 +31,7 @@ def screen_training_cuts(cuts, needs_captions: bool, min_seconds: float, max_sec
         elif needs_captions and not clean_captions((c.supervisions[0].custom or {}).get("caption")
                                                    if c.supervisions else None):
             bad["no_caption"].append(c)
-    counts = {k: len(v) for k, v in bad.items() if k != "too_long" or max_seconds is not None}
+    counts = {k: len(v) for k, v in bad.items()}
     if not any(counts.values()):
         return set(), counts
 
