@@ -1,19 +1,27 @@
 """Scale points and nested, stratified, seeded subsets of a caption corpus.
 
-Pairs are counted as clips: a "400K" subset has 400,000 clips, each with all of its captions (training
-samples one caption per clip per step). The paper's 10.7M counts captions on 9.3M clips; counting clips
-keeps a subset's audio hours proportional to its size and is used everywhere here (MiniStew included).
+A scale counts caption pairs by default (``unit="captions"``), as the paper does: its full CaptionStew is
+10.7M captions on 9.3M clips and the authors' 400K subset holds ~361k clips. "400K" is then the smallest
+nested, stratified set of clips whose captions reach 400,000; each clip keeps all of its captions (training
+samples one per clip per step). ``unit="clips"`` counts clips instead (a "400K" subset has 400,000 clips),
+which keeps a subset's audio hours proportional to its size.
 
 ``select_scale`` is
 
 * nested: for one seed, every clip of a smaller subset is in every larger one. Each source's clips are
-  ranked by a seeded hash of the cut id and a subset takes a prefix of each ranking, so nestedness holds as
-  long as no source's quota shrinks when n grows;
-* stratified: each source keeps its share of the corpus, to within one clip (floor or ceil of share * n),
-  and the total is exactly n. Largest-remainder rounding would satisfy that for one n but can *take a clip
-  away* from a source when n grows (the Alabama paradox), breaking nestedness. The quotas therefore come
-  from the Balinski-Young quota method, which is house-monotone and always within quota;
+  ranked by a seeded hash of the cut id and a subset takes a prefix of each ranking (with captions: the
+  shortest prefix whose captions reach the source's quota), so nestedness holds as long as no source's quota
+  shrinks when n grows;
+* stratified: each source's quota is its share of the corpus' units (clips or captions), to within one unit
+  (floor or ceil of share * n), and the quotas sum to exactly n. With clips the subset has exactly n clips;
+  with captions it has at least n captions (a source's last clip may carry captions past its quota).
+  Largest-remainder rounding would satisfy that for one n but can *take a unit away* from a source when n
+  grows (the Alabama paradox), breaking nestedness. The quotas therefore come from the Balinski-Young quota
+  method, which is house-monotone and always within quota;
 * deterministic for a seed; different seeds give different subsets.
+
+On a corpus smaller than the paper's, ``reference_total=PAPER_FULL_PAIRS`` (10.7M captions) maps a paper
+scale to the same fraction of this corpus' units (clips or captions, by ``unit``).
 """
 from __future__ import annotations
 
@@ -29,7 +37,8 @@ from lhotse.cut import Cut
 
 from audiolp.data.schema import cut_captions, cut_source
 
-PAPER_FULL_PAIRS = 10_700_000
+PAPER_FULL_PAIRS = 10_700_000  # captions (caption pairs) in the paper's full CaptionStew
+UNITS = ("captions", "clips")
 PAPER_SCALES = ("400K", "1M", "4M", "full")
 _SCALE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([kKmM]?)\s*$")
 _MULT = {"": 1, "k": 1_000, "m": 1_000_000}
@@ -79,28 +88,37 @@ def format_scale(n: int | None) -> str:
 
 @dataclass
 class ScaleInfo:
-    requested: int | None  # the parsed scale (None: full)
+    requested: int | None  # the parsed scale, in ``unit`` (None: full)
     label: str  # as given, e.g. "400K"
     available: int  # clips in the corpus
     selected: int  # clips in the subset
-    fraction: float  # selected / available
+    fraction: float  # selected / available, in ``unit``
     mapped: bool  # True when a paper scale was mapped onto a smaller corpus through reference_total
     reference_total: int | None
     seed: int
-    captions: int = 0  # captions on the selected clips (the paper's "pairs" if counted per caption)
+    captions: int = 0  # captions on the selected clips (the paper's pairs)
     per_source: dict[str, int] = field(default_factory=dict)  # selected clips per source
-    available_per_source: dict[str, int] = field(default_factory=dict)
+    available_per_source: dict[str, int] = field(default_factory=dict)  # clips per source
+    unit: str = "captions"  # what the scale counts: "captions" or "clips"
+    available_captions: int = 0  # captions in the corpus
+    target: int = 0  # units asked of this corpus (after mapping), reached or exceeded by the subset
+    captions_per_source: dict[str, int] = field(default_factory=dict)  # selected captions per source
+
+    @property
+    def clips(self) -> int:
+        return self.selected
 
     def describe(self) -> str:
-        caps = f"{self.captions:,} captions"
+        both = f"{self.selected:,} clips, {self.captions:,} captions"
+        of = f"{self.available:,} clips, {self.available_captions:,} captions"
         if self.requested is None:
-            return f"scale full: all {self.selected:,} clips ({caps})"
+            return f"scale full: all {both}"
         if self.mapped:
             return (
-                f"scale {self.label} mapped onto this corpus: {self.requested:,} / {self.reference_total:,} "
-                f"= {self.fraction:.4%} of {self.available:,} clips -> {self.selected:,} clips ({caps}, seed {self.seed})"
+                f"scale {self.label} ({self.unit}) mapped onto this corpus: {self.requested:,} / "
+                f"{self.reference_total:,} = {self.target:,} of its {of} -> {both} (seed {self.seed})"
             )
-        return f"scale {self.label}: {self.selected:,} of {self.available:,} clips ({caps}, seed {self.seed})"
+        return f"scale {self.label} ({self.unit}): {both} of {of} (seed {self.seed})"
 
 
 def apportion(counts: Mapping[str, int], n: int) -> dict[str, int]:
@@ -145,29 +163,36 @@ def select_scale(
     scale: str | int | None,
     seed: int = 0,
     reference_total: int | None = None,
+    unit: str = "captions",
 ) -> tuple[CutSet, ScaleInfo]:
     """The nested, stratified subset of ``cuts`` at ``scale`` (see the module docstring).
 
-    With ``reference_total`` (e.g. PAPER_FULL_PAIRS) and a corpus smaller than it, a scale is read as a
-    fraction of the paper's corpus: 400K -> 400K / 10.7M of this corpus (at least one clip), and the returned
-    ScaleInfo has mapped=True. Without it, asking for more clips than exist raises ValueError naming both
-    numbers. The subset keeps the input order.
+    ``unit``: what the scale counts, "captions" (the paper's pairs; default) or "clips". With
+    ``reference_total`` (e.g. PAPER_FULL_PAIRS) and a corpus with fewer units than it, a scale is read as a
+    fraction of the paper's corpus: 400K -> round(400K / 10.7M * this corpus' units) (at least one), and the
+    returned ScaleInfo has mapped=True. Without it, asking for more units than exist raises ValueError naming
+    both numbers. The subset keeps the input order.
     """
+    if unit not in UNITS:
+        raise ValueError(f"select_scale: unit={unit!r}; use one of {UNITS}")
     label = "full" if scale is None else str(scale)
     n = None if scale is None else parse_scale(scale)
     cuts = list(cuts)
-    total = len(cuts)
+    n_caps = {c.id: len(cut_captions(c)) for c in cuts}
     by_source: dict[str, list[Cut]] = defaultdict(list)
     for c in cuts:
         by_source[cut_source(c)].append(c)
     available = {s: len(v) for s, v in sorted(by_source.items())}
+    weight = (lambda c: n_caps[c.id]) if unit == "captions" else (lambda c: 1)  # noqa: E731
+    units = {s: sum(weight(c) for c in by_source[s]) for s in available}
+    total = sum(units.values())
     mapped = False
     if n is None:
         target = total
     elif reference_total is not None and total < reference_total:
         if n > reference_total:
             raise ValueError(
-                f"scale {label} ({n:,} clips) is larger than the reference corpus ({reference_total:,}); "
+                f"scale {label} ({n:,} {unit}) is larger than the reference corpus ({reference_total:,}); "
                 f"use at most {format_scale(reference_total)} or 'full'"
             )
         mapped = True
@@ -175,44 +200,63 @@ def select_scale(
     else:
         if n > total:
             raise ValueError(
-                f"scale {label} asks for {n:,} clips but the corpus has only {total:,}; use a smaller scale, "
+                f"scale {label} asks for {n:,} {unit} but the corpus has only {total:,}; use a smaller scale, "
                 f"'full', or pass reference_total (e.g. PAPER_FULL_PAIRS) to map paper scales onto a small corpus"
             )
         target = n
-    quotas = apportion(available, target)
+    quotas = apportion(units, target)
     chosen: set[str] = set()
-    for source, members in by_source.items():
-        ranked = sorted(members, key=lambda c: _rank_key(seed, c.id))
-        chosen.update(c.id for c in ranked[: quotas[source]])
+    per_source: dict[str, int] = {}
+    for source in available:
+        ranked = sorted(by_source[source], key=lambda c: _rank_key(seed, c.id))
+        # the shortest prefix whose units reach the quota: longer for a larger quota, so subsets nest
+        k, got = 0, 0
+        while got < quotas[source] and k < len(ranked):
+            got += weight(ranked[k])
+            k += 1
+        chosen.update(c.id for c in ranked[:k])
+        per_source[source] = k
     kept = [c for c in cuts if c.id in chosen]
     subset = CutSet.from_cuts(kept)
+    captions_per_source = {s: 0 for s in available}
+    for c in kept:
+        captions_per_source[cut_source(c)] += n_caps[c.id]
+    captions = sum(captions_per_source.values())
+    available_captions = sum(n_caps.values())
+    selected_units = captions if unit == "captions" else len(chosen)
     info = ScaleInfo(
         requested=n,
         label=label,
-        available=total,
+        available=len(cuts),
         selected=len(chosen),
-        fraction=len(chosen) / total if total else 0.0,
+        fraction=selected_units / total if total else 0.0,
         mapped=mapped,
         reference_total=reference_total,
         seed=seed,
-        captions=sum(len(cut_captions(c)) for c in kept),
-        per_source={s: quotas[s] for s in available},
+        captions=captions,
+        per_source=per_source,
         available_per_source=available,
+        unit=unit,
+        available_captions=available_captions,
+        target=target,
+        captions_per_source=captions_per_source,
     )
     return subset, info
 
 
 def nested_scales(cuts: Iterable[Cut], scales: Iterable[str | int | None], seed: int = 0,
-                  reference_total: int | None = None) -> dict[str, tuple[CutSet, ScaleInfo]]:
+                  reference_total: int | None = None, unit: str = "captions") -> dict[str, tuple[CutSet, ScaleInfo]]:
     """``select_scale`` for several scales of one corpus (nested by construction), keyed by label."""
     cuts = list(cuts)
-    return {("full" if s is None else str(s)): select_scale(cuts, s, seed, reference_total) for s in scales}
+    return {("full" if s is None else str(s)): select_scale(cuts, s, seed, reference_total, unit=unit)
+            for s in scales}
 
 
 __all__ = [
     "PAPER_FULL_PAIRS",
     "PAPER_SCALES",
     "ScaleInfo",
+    "UNITS",
     "apportion",
     "format_scale",
     "nested_scales",

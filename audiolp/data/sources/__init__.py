@@ -1,7 +1,9 @@
 """Source adapters: one small module per caption corpus, each reading a local copy in the corpus' own
 published layout and returning CaptionStew cuts (see ``audiolp.data.schema``).
 
-Every adapter is ``load(root, **options) -> SourceLoad``. Use ``load_source(name, root, **options)`` to pick
+Every adapter is ``load(root, **options) -> SourceLoad``. All of them store absolute audio paths, skip (and
+list in ``malformed``) files whose data ends before the length their header declares, downmix multi-channel
+audio to mono (the mean of the channels, not channel 0) and list rows without audio in ``missing``. Use ``load_source(name, root, **options)`` to pick
 one by name; ``SOURCES`` lists them.
 """
 from __future__ import annotations
