@@ -160,10 +160,10 @@ def preflight(cfg) -> None:
 
         cfg_cls = objective_config_class(cfg.objective)
         name = getattr(cfg_cls(), "text_model", None) or getattr(cfg_cls(), "tokenizer", None)
-    if name is not None:
-        from audiolp.models.text import check_text_model
+    if name is not None:  # the tokenizer is the cheap part of a text model: enough to know it can be had
+        from audiolp.models.text import load_tokenizer
 
-        check_text_model(name)
+        load_tokenizer(name)
 
 
 def cmd_demo(args) -> int:

@@ -3,7 +3,7 @@
 Measures the training DataLoader (duration-bucketed sampler, padding, SpecAugment) in seconds of audio delivered
 per wall-clock second, side by side in one run, for
 - on-the-fly fbank (decode the audio file + lhotse's torch fbank in the worker), and
-- precomputed fbank (lilcom chunky archives written once by ``audiolp.features.precompute_features``),
+- precomputed fbank (lilcom chunky archives written once by ``audiolp.data.precompute.precompute_features``),
 each with 0 (main process), 1 and 2 DataLoader workers. It also reports what precomputing costs: its wall time
 and the archive size per hour of audio.
 
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from audiolp.data.loader import LoaderConfig, make_dataloader  # noqa: E402
 from audiolp.data.schema import load_manifest  # noqa: E402
-from audiolp.features import precompute_features  # noqa: E402
+from audiolp.data.precompute import precompute_features  # noqa: E402
 
 
 def _warm_page_cache(cuts) -> int:

@@ -20,7 +20,8 @@ from audiolp.objectives import build_objective, pick_captions
 
 ENC_DIM = 24
 TINY_DEC = DecoderConfig(num_layers=2, d_model=64, num_heads=4, ffn_dim=128, dropout=0.1, max_positions=16)
-TINY_CAP = dict(num_layers=2, d_model=64, num_heads=4, ffn_dim=128, max_caption_tokens=16)
+# The offline MiniLM tokenizer, named explicitly (CaptioningConfig defaults to the paper's facebook/bart-base).
+TINY_CAP = dict(num_layers=2, d_model=64, num_heads=4, ffn_dim=128, max_caption_tokens=16, tokenizer="minilm")
 CAPTIONS = ["a dog barks twice", "rain falls on a tin roof while thunder rolls", "a man speaks very softly",
             "birds sing in the morning near a river"]
 MEM_LENS = [30, 22, 13, 6]
@@ -197,6 +198,7 @@ def _batch(n: int = 6) -> dict:
 def _reference_loss(obj, batch, step):
     """The previous implementation: logits on the whole (N, L, V) grid, ignore_index on padding."""
     captions = pick_captions(batch, obj.config.seed, step)
+    assert obj.captions_for(batch, step)[0] == captions  # these captions are already clean
     parallel = obj.parallel_choice(list(batch["cut_ids"]), step)
     frames, out_lens = obj.encoder(batch["features"], batch["feature_lens"])
     inputs, targets, causal, token_pad = obj.decoder_inputs(captions, parallel)

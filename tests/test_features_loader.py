@@ -9,7 +9,8 @@ from lhotse import CutSet, Recording
 
 from audiolp.data.loader import LoaderConfig, make_dataloader, mix_sources
 from audiolp.data.schema import make_caption_cut
-from audiolp.features import FeatureConfig, compute_fbank, mel_bin_of_frequency, precompute_features
+from audiolp.data.precompute import precompute_features
+from audiolp.features import FeatureConfig, compute_fbank, mel_bin_of_frequency
 
 SR = 16_000
 
@@ -309,7 +310,7 @@ def test_spec_augment_works_on_each_clips_valid_frames_only(tmp_path):
     i, k = ref["cut_ids"].index("short"), ref["cut_ids"].index("tiny")
     n, n_tiny = int(ref["feature_lens"][i]), int(ref["feature_lens"][k])
     assert (n, n_tiny) == (100, 5) and ref["features"].shape[1] == 1000
-    for warp in (None, 20):
+    for warp in (None, 80):
         aug_cfg = SpecAugmentConfig(p=1.0, time_warp_factor=warp)
         ds = CaptionBatchDataset(LoaderConfig(spec_augment_config=aug_cfg), train=True)
         fractions = []
@@ -373,6 +374,43 @@ def test_loader_resamples_clips_not_at_the_feature_rate(tmp_path):
         loud = want.mean(0) > -10
         assert int(loud.sum()) >= 10
         assert torch.allclose(got[2:-2, loud], want[2:-2, loud], atol=0.3)
+
+
+def test_spec_augment_time_warp_80_is_default_and_warps_only_long_clips_valid_frames(tmp_path):
+    """Default time warp 80 (icefall AudioSet recipe, Auden) reaches lhotse through the loader: with the masks
+    shrunk to one frame, a 10 s clip changes in far more frames than a mask can cover (the warp interpolates),
+    its padding beside it stays 0, and a 1 s clip (100 frames < 2 x 80 + 2) is not warped."""
+    from audiolp.data.loader import CaptionBatchDataset
+    from audiolp.features import SpecAugmentConfig, build_spec_augment
+
+    assert SpecAugmentConfig().time_warp_factor == 80
+    assert LoaderConfig().spec_augment_config.time_warp_factor == 80
+    batch_cuts = CutSet.from_cuts([_noise_cut(tmp_path, n, s) for n, s in (("short", 1.0), ("long", 10.0),
+                                                                              ("mid", 4.0))])
+    ref = CaptionBatchDataset(LoaderConfig(spec_augment=False), train=False)[batch_cuts]
+    idx = {c: ref["cut_ids"].index(c) for c in ("short", "long", "mid")}
+    lens = {c: int(ref["feature_lens"][i]) for c, i in idx.items()}
+    # one time mask of at most 1 frame, no frequency mask: only the warp can change more than one frame
+    one_frame = dict(p=1.0, num_feature_masks=0, num_frame_masks=1, frames_mask_size=1)
+    changed = {}
+    for warp in (80, None):
+        ds = CaptionBatchDataset(LoaderConfig(spec_augment_config=SpecAugmentConfig(time_warp_factor=warp,
+                                                                                    **one_frame)), train=True)
+        counts = {c: [] for c in idx}
+        for epoch in range(4):
+            ds.epoch = epoch
+            b = ds[batch_cuts]
+            for c, i in idx.items():
+                n = lens[c]
+                assert torch.all(b["features"][i, n:] == 0), (warp, c)
+                counts[c].append(int((b["features"][i, :n] != ref["features"][i, :n]).any(-1).sum()))
+        changed[warp] = counts
+    assert max(changed[None]["long"]) <= 1 and max(changed[None]["mid"]) <= 1
+    assert max(changed[80]["short"]) <= 1  # too short to warp
+    assert max(changed[80]["long"]) > 100 and max(changed[80]["mid"]) > 50
+    with pytest.raises(ValueError, match=r"time_warp_factor=-1.*0 or None turns time warping off"):
+        SpecAugmentConfig(time_warp_factor=-1)
+    assert build_spec_augment(SpecAugmentConfig(time_warp_factor=0)).time_warp_factor == 0  # lhotse: 0 = off
 
 
 def test_spec_augment_config_rejects_zero_time_masks():

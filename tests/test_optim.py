@@ -1,6 +1,7 @@
 """ScaledAdam / Eden / AdamW+cosine: formulas, relative updates, clipping, exact resume, overfitting a batch."""
 import dataclasses
 import json
+import math
 
 import pytest
 import safetensors.torch
@@ -27,7 +28,7 @@ def _eden_ref(base, b, e, B=7500.0, E=3.5, warm=500.0, start=0.5):
 def test_eden_formula():
     p = nn.Parameter(torch.zeros(3))
     opt = ScaledAdam([p], lr=0.045)
-    sched = Eden(opt)
+    sched = Eden(opt, schedule="epoch")
     assert opt.param_groups[0]["lr"] == pytest.approx(0.045 * 0.5)  # warm-up starts at half
     for b in (1, 250, 499, 500, 7500, 30000):
         sched.step_batch(b)
@@ -37,6 +38,88 @@ def test_eden_formula():
     assert _eden_ref(1.0, 7500, 0) == pytest.approx(2 ** -0.25)
     sched.step_batch()  # default: previous + 1
     assert sched.batch == 30001
+
+
+def _lr_sequence(schedule: str, epochs_at: dict) -> list:
+    """lrs after each of 40 batches; ``epochs_at`` = {batch: epochs completed}, stepped before that batch."""
+    opt, sched = build_optimizer(nn.Linear(2, 2), OptimConfig(lr=0.04, warmup_batches=5, eden_lr_batches=10,
+                                                              eden_lr_epochs=2.0, eden_schedule=schedule))
+    out = []
+    for b in range(1, 41):
+        if b in epochs_at:
+            sched.step_epoch(epochs_at[b])
+        sched.step_batch(b)
+        out.append(sched.get_last_lr()[0])
+    return out
+
+
+def test_eden_step_schedule_ignores_epochs():
+    """Step mode: the lr at a batch is the same whether the corpus is small (many epochs) or large (none)."""
+    assert OptimConfig().eden_schedule == "step"  # the authors' setting (Auden's Eden2, infinite stream)
+    large = _lr_sequence("step", {})
+    small = _lr_sequence("step", {b: b // 4 for b in range(4, 41, 4)})  # a pass every 4 batches
+    assert small == large
+    ref = [_eden_ref(0.04, b, 0, B=10.0, E=2.0, warm=5.0) for b in range(1, 41)]  # e term == 1
+    assert large == pytest.approx(ref, rel=1e-12)
+    # and the epoch term is what step mode drops: in epoch mode the small corpus decays faster
+    small_epoch = _lr_sequence("epoch", {b: b // 4 for b in range(4, 41, 4)})
+    assert _lr_sequence("epoch", {}) == pytest.approx(ref, rel=1e-12)
+    assert small_epoch[-1] < 0.5 * small[-1]  # 10 epochs at E=2: ((100+4)/4)^-0.25 = 0.44
+    assert small_epoch[-1] == pytest.approx(_eden_ref(0.04, 40, 10, B=10.0, E=2.0, warm=5.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("b,e", [(0, 0), (3, 1), (5, 2.5), (10, 4), (123, 7)])
+def test_eden_modes_match_closed_form(b, e):
+    """Known values, written out: epoch mode = base x batch term x epoch term x warm-up; step mode drops e."""
+    base, B, E, warm, start = 0.045, 10.0, 2.0, 5.0, 0.5
+    batch_term = ((b ** 2 + B ** 2) / B ** 2) ** -0.25
+    epoch_term = ((e ** 2 + E ** 2) / E ** 2) ** -0.25
+    warmup = start + (1 - start) * b / warm if b < warm else 1.0
+    for schedule, expect in (("epoch", base * batch_term * epoch_term * warmup), ("step", base * batch_term * warmup)):
+        opt, sched = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_lr_batches=B, eden_lr_epochs=E,
+                                                                  warmup_batches=int(warm), warmup_start=start,
+                                                                  eden_schedule=schedule))
+        sched.step_epoch(e)
+        sched.step_batch(b)
+        assert sched.get_last_lr()[0] == pytest.approx(expect, rel=1e-12), schedule
+    # one hand-computed point: b = B, e = E, past warm-up -> base x 2^-0.25 x 2^-0.25
+    if (b, e) == (10, 4):
+        opt, sched = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_lr_batches=10, eden_lr_epochs=10,
+                                                                  warmup_batches=5, eden_schedule="epoch"))
+        sched.step_epoch(10)
+        sched.step_batch(10)
+        assert sched.get_last_lr()[0] == pytest.approx(0.045 / math.sqrt(2), rel=1e-12)
+
+
+def test_eden_schedule_is_validated_and_round_trips():
+    with pytest.raises(ValueError, match=r"OptimConfig\.eden_schedule='steps'.*'step', 'epoch'"):
+        OptimConfig(eden_schedule="steps")
+    with pytest.raises(ValueError, match="schedule='x'"):
+        Eden(ScaledAdam([nn.Parameter(torch.zeros(2))]), schedule="x")
+    cfg = OptimConfig(eden_schedule="epoch")
+    assert OptimConfig(**json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+    for schedule in ("step", "epoch"):
+        opt, sched = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_schedule=schedule, eden_lr_batches=10))
+        sched.step_epoch(3)
+        sched.step_batch(17)
+        sd = json.loads(json.dumps(sched.state_dict()))  # checkpoints keep it as JSON
+        assert sd["schedule"] == schedule
+        opt2, sched2 = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_schedule=schedule, eden_lr_batches=10))
+        sched2.load_state_dict(sd)
+        assert (sched2.batch, sched2.epoch, sched2.get_last_lr()) == (17, 3, sched.get_last_lr())
+        other = "epoch" if schedule == "step" else "step"
+        _, sched3 = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_schedule=other, eden_lr_batches=10))
+        with pytest.raises(ValueError, match=f"written with eden_schedule='{schedule}'.*eden_schedule='{schedule}'"):
+            sched3.load_state_dict(sd)
+    # a state dict from before the field existed (no "schedule") still loads, in either mode
+    old = {"batch": 17, "epoch": 3, "base_lrs": [0.045], "lr_scales": [1.0]}
+    _, sched_e = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_schedule="epoch", eden_lr_batches=10))
+    sched_e.load_state_dict(dict(old))
+    assert sched_e.get_last_lr()[0] == pytest.approx(_eden_ref(0.045, 17, 3, B=10.0), rel=1e-12)
+    _, sched_s = build_optimizer(nn.Linear(2, 2), OptimConfig(eden_lr_batches=10))
+    with pytest.warns(UserWarning, match="epoch term is dropped"):
+        sched_s.load_state_dict(dict(old))
+    assert sched_s.get_last_lr()[0] == pytest.approx(_eden_ref(0.045, 17, 0, B=10.0), rel=1e-12)
 
 
 def test_cosine_with_warmup():

@@ -719,7 +719,7 @@ def test_accumulated_uneven_micro_batches_equal_one_big_batch(corpus, tmp_path, 
         for micro in ([small, large], [whole]):
             trainer.objective.zero_grad(set_to_none=True)
             out = trainer.accumulate_gradients(micro)
-            weights = [w for _, _, w in out]
+            weights = [w for _, _, w in out.micro]
             if weighting == "micro_batches":
                 assert weights == [1.0] * len(micro)
             elif objective == "tagging":

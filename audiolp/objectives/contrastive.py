@@ -1,7 +1,8 @@
 """Contrastive audio-text pretraining: pooled audio and text embeddings, symmetric InfoNCE (or SigLIP).
 
-Paper setting: bert-base-uncased [CLS] (30 tokens), Linear-ReLU-Linear to 1024-d on both sides, mean pooling,
-temperature 0.07, negatives gathered across GPUs. Under torch.distributed the embeddings of all ranks are
+Paper / authors' setting (the config defaults): bert-base-uncased [CLS] (30 tokens incl. specials), Linear-ReLU-Linear
+to 1024-d on both sides, the audio side projecting each frame and then taking the masked mean (Auden clap/model.py),
+fixed temperature 0.07, one learning rate for everything (text tower included), negatives gathered across GPUs. Under torch.distributed the embeddings of all ranks are
 gathered *with gradients* and each rank computes the loss over its own rows of the global similarity matrix
 (open_clip's local-loss form); ranks may hold different batch sizes (dynamic bucketing).
 """
@@ -15,24 +16,31 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from audiolp.models.pooling import build_pooling
-from audiolp.models.text import DEFAULT_TEXT_MODEL, TextEncoder
+from audiolp.models.pooling import MeanPooling, build_pooling
+from audiolp.models.text import PAPER_TEXT_MODEL, TextEncoder
 from audiolp.objectives.base import Objective, ObjectiveOutput, audio_inputs, module_device, pick_captions
+
+
+AUDIO_POOLINGS = ("frame_proj_mean", "mean", "attention")
 
 
 @dataclass
 class ContrastiveConfig:
-    text_model: str = DEFAULT_TEXT_MODEL  # paper: "bert-base-uncased"
-    max_text_tokens: int = 30
+    # HF hub id or local folder; offline runs pass "minilm" (models.text.OFFLINE_TEXT_MODEL, --text-model).
+    text_model: str = PAPER_TEXT_MODEL  # "bert-base-uncased"
+    max_text_tokens: int = 30  # incl. [CLS] and [SEP]
     text_pooling: str = "cls"  # "cls" | "mean"
     text_trainable: bool = True  # False freezes the text tower (no gradient, eval mode); text_lr_scale then unused
     # LR multiplier for the pretrained text tower (the projection heads start from scratch and run at 1.0).
-    # ScaledAdam moves every tensor by ~lr relative to its RMS, so the encoder's rate (0.045) would wreck the
-    # pretrained weights; 0.1 fine-tunes gently. 1.0 = the encoder's rate.
-    text_lr_scale: float = 0.1
+    # 1.0 = the authors' setting (one ScaledAdam rate for everything). ScaledAdam moves each tensor by ~lr
+    # relative to its RMS, so < 1 (e.g. 0.1) fine-tunes the pretrained weights more gently.
+    text_lr_scale: float = 1.0
     proj_dim: int = 1024
     proj_hidden_dim: int = 0  # 0 -> proj_dim
-    audio_pooling: str = "mean"  # "mean" | "attention"
+    # How the audio side becomes one vector (see AUDIO_POOLINGS):
+    #   "frame_proj_mean": project every frame with the MLP, then masked mean (the authors' setting);
+    #   "mean": masked mean of the frames, then project;  "attention": attention pooling, then project.
+    audio_pooling: str = "frame_proj_mean"
     pooling_heads: int = 8
     temperature: float = 0.07
     learnable_temperature: bool = False
@@ -43,6 +51,11 @@ class ContrastiveConfig:
     seed: int = 0  # drives the per-step caption choice
 
     def __post_init__(self):
+        if str(self.audio_pooling).lower() in ("attn", "map", "mha"):  # build_pooling's aliases
+            self.audio_pooling = "attention"
+        if self.audio_pooling not in AUDIO_POOLINGS:
+            raise ValueError(f"ContrastiveConfig.audio_pooling={self.audio_pooling!r}; use one of {AUDIO_POOLINGS} "
+                             "('frame_proj_mean' = project each frame, then masked mean: the authors' setting)")
         if self.loss not in ("infonce", "siglip"):
             raise ValueError(f"ContrastiveConfig.loss={self.loss!r}; use 'infonce' or 'siglip'")
         if not 0 < self.min_temperature <= self.temperature:
@@ -152,8 +165,11 @@ class ContrastiveObjective(Objective):
         cfg = self.config
         self.text = TextEncoder(cfg.text_model, max_tokens=cfg.max_text_tokens, pooling=cfg.text_pooling,
                                 trainable=cfg.text_trainable)
-        self.pooling = build_pooling(cfg.audio_pooling, encoder.output_dim, cfg.pooling_heads)
         hidden = cfg.proj_hidden_dim or cfg.proj_dim
+        # frame_proj_mean pools the projected frames (proj_dim wide); the others pool encoder frames, then project.
+        self.project_frames = cfg.audio_pooling == "frame_proj_mean"
+        self.pooling = (MeanPooling(cfg.proj_dim) if self.project_frames
+                        else build_pooling(cfg.audio_pooling, encoder.output_dim, cfg.pooling_heads))
         self.audio_proj = ProjectionMLP(encoder.output_dim, hidden, cfg.proj_dim)
         self.text_proj = ProjectionMLP(self.text.output_dim, hidden, cfg.proj_dim)
         init = torch.tensor(math.log(1.0 / cfg.temperature))
@@ -186,7 +202,16 @@ class ContrastiveObjective(Objective):
         """(N, T, 80) features -> L2-normalised (N, proj_dim) audio embeddings."""
         dev = module_device(self)
         frames, out_lens = self.encoder(features.to(dev).float(), lengths.to(dev).long())
-        return F.normalize(self.audio_proj(self.pooling(frames, out_lens)), dim=-1)
+        return F.normalize(self.pool_audio(frames, out_lens), dim=-1)
+
+    def pool_audio(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoder frames (N, T, D) + lengths -> unnormalised (N, proj_dim), padded frames ignored.
+
+        frame_proj_mean: the MLP is non-linear, so mean(MLP(frames)) != MLP(mean(frames)); padded frames are
+        projected too (one batched matmul) but masked out of the mean."""
+        if self.project_frames:
+            return self.pooling(self.audio_proj(frames), lengths)
+        return self.audio_proj(self.pooling(frames, lengths))
 
     def embed_text(self, captions: list[str]) -> torch.Tensor:
         """Captions -> L2-normalised (N, proj_dim) text embeddings."""

@@ -25,6 +25,7 @@ ScaledAdam (after Yao et al. 2024, written from the description, not from icefal
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -43,6 +44,7 @@ __all__ = [
 
 _NAMES = ("scaled_adam", "adamw")
 _DEFAULT_LR = {"scaled_adam": 0.045, "adamw": 5e-4}
+_EDEN_SCHEDULES = ("step", "epoch")
 
 
 @dataclass
@@ -57,7 +59,12 @@ class OptimConfig:
     clipping_scale: float = 2.0  # ScaledAdam: clip at clipping_scale x median recent grad norm
     max_grad_norm: Optional[float] = 1.0  # AdamW: global grad-norm clip (None = off)
     eden_lr_batches: float = 7500.0
-    eden_lr_epochs: float = 3.5
+    eden_lr_epochs: float = 3.5  # used only with eden_schedule="epoch"
+    # "step" (the authors' setting, Auden's Eden2 on an infinite stream): the lr depends on the batch count and
+    # warm-up only, so runs on corpora of different size see the same lr at the same step (scaling comparisons
+    # are not confounded by how many passes a small subset makes). "epoch": icefall's Eden, whose epoch term
+    # (e^2 + E^2)/E^2)^-0.25 also decays with each completed pass over the data.
+    eden_schedule: str = "step"
     warmup_batches: int = 500  # Eden: 0.5 -> 1 (warmup_start); cosine: 0 -> 1
     warmup_start: float = 0.5
     total_steps: Optional[int] = None  # cosine only: schedule length in batches
@@ -66,6 +73,10 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.name not in _NAMES:
             raise ValueError(f"OptimConfig.name={self.name!r}: choose one of {_NAMES}")
+        if self.eden_schedule not in _EDEN_SCHEDULES:
+            raise ValueError(f"OptimConfig.eden_schedule={self.eden_schedule!r}: choose one of {_EDEN_SCHEDULES} "
+                             "('step' = batch term + warm-up only, independent of corpus size; 'epoch' = also decay "
+                             "per completed epoch)")
         self.betas = tuple(float(b) for b in self.betas)  # JSON gives a list back
         if len(self.betas) != 2:
             raise ValueError(f"OptimConfig.betas must have 2 values, got {self.betas}")
@@ -336,21 +347,46 @@ class _Schedule:
 
 
 class Eden(_Schedule):
-    """lr = base * ((b^2+B^2)/B^2)^-0.25 * ((e^2+E^2)/E^2)^-0.25 * warmup, warmup linear warmup_start -> 1."""
+    """lr = base * ((b^2+B^2)/B^2)^-0.25 * ((e^2+E^2)/E^2)^-0.25 * warmup, warmup linear warmup_start -> 1.
+
+    ``schedule="step"`` drops the epoch term (its factor is 1 whatever ``step_epoch`` was told): Auden's "Eden2"
+    for an infinite stream, so the lr at a step does not depend on the corpus size. ``"epoch"``: the full formula.
+    """
 
     def __init__(self, optimizer, lr_batches: float = 7500.0, lr_epochs: float = 3.5, warmup_batches: float = 500.0,
-                 warmup_start: float = 0.5):
+                 warmup_start: float = 0.5, schedule: str = "step"):
+        if schedule not in _EDEN_SCHEDULES:
+            raise ValueError(f"Eden: schedule={schedule!r}; choose one of {_EDEN_SCHEDULES}")
         self.lr_batches, self.lr_epochs = float(lr_batches), float(lr_epochs)
         self.warmup_batches, self.warmup_start = float(warmup_batches), float(warmup_start)
+        self.schedule = schedule
         super().__init__(optimizer)
 
     def factor(self) -> float:
         b, e = float(self.batch), float(self.epoch)
         f = ((b ** 2 + self.lr_batches ** 2) / self.lr_batches ** 2) ** -0.25
-        f *= ((e ** 2 + self.lr_epochs ** 2) / self.lr_epochs ** 2) ** -0.25
+        if self.schedule == "epoch":
+            f *= ((e ** 2 + self.lr_epochs ** 2) / self.lr_epochs ** 2) ** -0.25
         if b < self.warmup_batches:
             f *= self.warmup_start + (1.0 - self.warmup_start) * b / self.warmup_batches
         return f
+
+    def state_dict(self) -> dict:
+        return dict(super().state_dict(), schedule=self.schedule)
+
+    def load_state_dict(self, sd: dict) -> None:
+        saved = sd.get("schedule")
+        if saved is not None and saved != self.schedule:
+            raise ValueError(f"Eden state was written with eden_schedule={saved!r} but this run has "
+                             f"eden_schedule={self.schedule!r}; resume with OptimConfig.eden_schedule={saved!r} "
+                             "(switching mid-run would jump the lr)")
+        if saved is None and self.schedule == "step" and float(sd.get("epoch", 0)) > 0:
+            # A state dict from before eden_schedule existed (those runs had the epoch term): it loads, but the lr
+            # from here on follows this run's step-only schedule.
+            warnings.warn(f"Eden: loading a scheduler state without 'schedule' (written before eden_schedule "
+                          f"existed, epoch={sd['epoch']}) into a step-only schedule: the epoch term is dropped from "
+                          "now on; set OptimConfig.eden_schedule='epoch' to keep the old lr curve", stacklevel=2)
+        super().load_state_dict(sd)
 
 
 class CosineWithWarmup(_Schedule):
@@ -444,7 +480,8 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig):
     groups = _param_groups(model)
     if cfg.name == "scaled_adam":
         opt = ScaledAdam(groups, lr=cfg.base_lr, clipping_scale=cfg.clipping_scale, betas=cfg.betas, eps=cfg.eps)
-        sched = Eden(opt, cfg.eden_lr_batches, cfg.eden_lr_epochs, cfg.warmup_batches, cfg.warmup_start)
+        sched = Eden(opt, cfg.eden_lr_batches, cfg.eden_lr_epochs, cfg.warmup_batches, cfg.warmup_start,
+                     schedule=cfg.eden_schedule)
     else:
         split = []
         for g in groups:  # each LR group splits into decayed weights and undecayed biases / norms / scalars
