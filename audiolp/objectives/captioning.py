@@ -101,8 +101,11 @@ class CaptioningObjective(nn.Module):
 
     def captions_for(self, batch: dict, step: int) -> tuple[list[str], int]:
         """The step's caption per clip (seeded choice), cleaned if ``clean_captions``; and the number kept raw."""
-        captions = pick_captions(batch, self.config.seed, step)
-        return clean_captions(captions) if self.config.clean_captions else (captions, 0)
+        return self.prepare_captions(pick_captions(batch, self.config.seed, step))
+
+    def prepare_captions(self, captions: list[str]) -> tuple[list[str], int]:
+        """``captions`` as the decoder trains on them (cleaned if ``clean_captions``), and the number kept raw."""
+        return clean_captions(list(captions)) if self.config.clean_captions else (list(captions), 0)
 
     def parallel_choice(self, cut_ids: list[str], step: int) -> torch.Tensor:
         """(N,) bool: True = decode this sample in parallel at this step."""
@@ -167,7 +170,8 @@ class CaptioningObjective(nn.Module):
     def loss_weight(self, batch: dict, step: int = 0) -> int:
         """How many target tokens ``forward(batch, step)`` averages its loss over (the trainer weights micro-batches
         and ranks by it, so a step is the mean over every token of the global batch)."""
-        captions, _ = self.captions_for(batch, step)
+        captions = pick_captions(batch, self.config.seed, step)
+        captions, _ = self.prepare_captions(captions)  # the same targets as forward()
         _, targets = self.tokenizer.encode(captions, self.config.max_caption_tokens)
         return int((targets != -100).sum())
 
@@ -180,8 +184,7 @@ class CaptioningObjective(nn.Module):
         if len(captions) != feats.shape[0]:
             raise ValueError(f"caption_loss: {len(captions)} captions for {feats.shape[0]} clips; give one per clip")
         par = torch.full((feats.shape[0],), bool(parallel), dtype=torch.bool)
-        if self.config.clean_captions:  # score captions as the model was trained on them
-            captions, _ = clean_captions(list(captions))
+        captions, _ = self.prepare_captions(captions)  # scored as the model was trained on them
         logits, targets, keep = self._target_logits(feats, lens, list(captions), par)
         nll = F.cross_entropy(logits, targets, reduction="none")
         rows = keep.nonzero()[:, 0]  # sample index of each kept token
