@@ -20,44 +20,9 @@ from torch import nn
 
 from audiolp.models.decoder import CaptionDecoder, DecoderConfig, eval_mode
 from audiolp.models.text import PAPER_CAPTION_TOKENIZER
+from audiolp.models.text import DEFAULT_TEXT_MODEL
 from audiolp.objectives.base import (ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions,
                                      seeded_uniform)
-
-
-@dataclass
-class CaptioningConfig:
-    num_layers: int = 6
-    d_model: int = 768
-    num_heads: int = 8
-    ffn_dim: int = 3072
-    dropout: float = 0.1
-    tie_embeddings: bool = True
-    # HF hub id or local folder; offline runs pass "minilm" (models.text.OFFLINE_TEXT_MODEL, --text-model).
-    tokenizer: str = PAPER_CAPTION_TOKENIZER  # "facebook/bart-base"
-    max_caption_tokens: int = 128  # word pieces incl. EOS (Auden: 128); longer captions are cut
-    # Lower-case, drop punctuation, collapse whitespace before tokenising (Auden's audio_caption data); a caption
-    # with nothing left (e.g. "!!!") is used raw instead, counted in the logs as "captions_uncleanable".
-    clean_captions: bool = True
-    parallel_prob: float = 0.75
-    label_smoothing: float = 0.1
-    seed: int = 0  # drives the per-step caption and parallel/autoregressive choices
-    # > 0: compute the output projection + loss over this many target tokens at a time, recomputing each chunk's
-    # logits in backward, so only one (chunk, vocab) block of logits is alive (the memory of a 50k vocabulary at large
-    # batches); costs one more output projection. 0 = all tokens at once.
-    loss_chunk_tokens: int = 0
-
-    def __post_init__(self):
-        if not 0.0 <= self.parallel_prob <= 1.0:
-            raise ValueError(f"CaptioningConfig.parallel_prob={self.parallel_prob}; must lie in [0, 1]")
-        if self.max_caption_tokens < 2:
-            raise ValueError(f"CaptioningConfig.max_caption_tokens={self.max_caption_tokens}; need >= 2")
-        if self.loss_chunk_tokens < 0:
-            raise ValueError(f"CaptioningConfig.loss_chunk_tokens={self.loss_chunk_tokens}; use 0 (off) or > 0")
-
-    def decoder_config(self) -> DecoderConfig:
-        return DecoderConfig(num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
-                             ffn_dim=self.ffn_dim, dropout=self.dropout, max_positions=self.max_caption_tokens,
-                             tie_embeddings=self.tie_embeddings, tokenizer=self.tokenizer)
 
 
 _PUNCT = re.compile(r"[^\w\s]|_")  # anything not a letter, digit or space (unicode-aware)
@@ -83,6 +48,45 @@ def clean_captions(captions: list[str]) -> tuple[list[str], int]:
             out.append(c)
             raw += 1
     return out, raw
+
+
+@dataclass
+class CaptioningConfig:
+    num_layers: int = 6
+    d_model: int = 768
+    num_heads: int = 8
+    ffn_dim: int = 3072
+    dropout: float = 0.1
+    tie_embeddings: bool = True
+    # HF hub id or local folder; offline runs pass "minilm" (models.text.OFFLINE_TEXT_MODEL, --text-model).
+    tokenizer: str = PAPER_CAPTION_TOKENIZER  # "facebook/bart-base"
+    max_caption_tokens: int = 128  # word pieces incl. EOS (Auden: 128); longer captions are cut
+    # Lower-case, drop punctuation, collapse whitespace before tokenising (Auden's audio_caption data); a caption
+    # with nothing left (e.g. "!!!") is used raw instead, counted in the logs as "captions_uncleanable".
+    clean_captions: bool = True
+    parallel_prob: float = 0.75
+    label_smoothing: float = 0.1
+    seed: int = 0  # drives the per-step caption and parallel/autoregressive choices
+    # > 0: compute the output projection + loss over this many target tokens at a time, recomputing each chunk's
+    # logits in backward, so only one (chunk, vocab) block of logits is alive (the memory of a 50k vocabulary at large
+    # batches); costs one more output projection. 0 = all tokens at once.
+    loss_chunk_tokens: int = 0
+
+    def __post_init__(self):
+        if not str(self.tokenizer).strip():
+            raise ValueError("CaptioningConfig.tokenizer is empty; give an HF hub id ('facebook/bart-base'), a local "
+                             f"folder, or {DEFAULT_TEXT_MODEL!r} for the offline MiniLM tokenizer")
+        if not 0.0 <= self.parallel_prob <= 1.0:
+            raise ValueError(f"CaptioningConfig.parallel_prob={self.parallel_prob}; must lie in [0, 1]")
+        if self.max_caption_tokens < 2:
+            raise ValueError(f"CaptioningConfig.max_caption_tokens={self.max_caption_tokens}; need >= 2")
+        if self.loss_chunk_tokens < 0:
+            raise ValueError(f"CaptioningConfig.loss_chunk_tokens={self.loss_chunk_tokens}; use 0 (off) or > 0")
+
+    def decoder_config(self) -> DecoderConfig:
+        return DecoderConfig(num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
+                             ffn_dim=self.ffn_dim, dropout=self.dropout, max_positions=self.max_caption_tokens,
+                             tie_embeddings=self.tie_embeddings, tokenizer=self.tokenizer)
 
 
 class CaptioningObjective(nn.Module):

@@ -16,8 +16,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from audiolp.models.text import PAPER_TEXT_MODEL
 from audiolp.models.pooling import build_pooling
-from audiolp.models.text import PAPER_TEXT_MODEL, TextEncoder
+from audiolp.models.text import DEFAULT_TEXT_MODEL, TextEncoder
 from audiolp.objectives.base import ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions
 
 
@@ -51,6 +52,9 @@ class ContrastiveConfig:
     seed: int = 0  # drives the per-step caption choice
 
     def __post_init__(self):
+        if not str(self.text_model).strip():
+            raise ValueError("ContrastiveConfig.text_model is empty; give an HF hub id ('bert-base-uncased'), a local "
+                             f"folder, or {DEFAULT_TEXT_MODEL!r} for the offline MiniLM")
         if str(self.audio_pooling).lower() in ("attn", "map", "mha"):  # build_pooling's aliases
             self.audio_pooling = "attention"
         if self.audio_pooling not in AUDIO_POOLINGS:
