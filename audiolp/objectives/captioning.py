@@ -20,34 +20,8 @@ from torch import nn
 
 from audiolp.models.decoder import CaptionDecoder, DecoderConfig, eval_mode
 from audiolp.models.text import PAPER_CAPTION_TOKENIZER
-from audiolp.models.text import DEFAULT_TEXT_MODEL
 from audiolp.objectives.base import (ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions,
                                      seeded_uniform)
-
-
-_PUNCT = re.compile(r"[^\w\s]|_")  # anything not a letter, digit or space (unicode-aware)
-_SPACE = re.compile(r"\s+")
-
-
-def clean_caption(text: str) -> str:
-    """Lower-cased, punctuation removed, whitespace collapsed: "A dog barks, twice!" -> "a dog barks twice".
-
-    Punctuation is deleted, not turned into a space ("dog's" -> "dogs")."""
-    return _SPACE.sub(" ", _PUNCT.sub("", text.lower())).strip()
-
-
-def clean_captions(captions: list[str]) -> tuple[list[str], int]:
-    """Each caption cleaned; one that cleans to nothing is kept raw (a training target must not be empty).
-    -> (captions, how many were kept raw)."""
-    out, raw = [], 0
-    for c in captions:
-        cleaned = clean_caption(c)
-        if cleaned:
-            out.append(cleaned)
-        else:
-            out.append(c)
-            raw += 1
-    return out, raw
 
 
 @dataclass
@@ -75,7 +49,7 @@ class CaptioningConfig:
     def __post_init__(self):
         if not str(self.tokenizer).strip():
             raise ValueError("CaptioningConfig.tokenizer is empty; give an HF hub id ('facebook/bart-base'), a local "
-                             f"folder, or {DEFAULT_TEXT_MODEL!r} for the offline MiniLM tokenizer")
+                             "folder, or 'minilm' for the offline MiniLM tokenizer")
         if not 0.0 <= self.parallel_prob <= 1.0:
             raise ValueError(f"CaptioningConfig.parallel_prob={self.parallel_prob}; must lie in [0, 1]")
         if self.max_caption_tokens < 2:
@@ -87,6 +61,31 @@ class CaptioningConfig:
         return DecoderConfig(num_layers=self.num_layers, d_model=self.d_model, num_heads=self.num_heads,
                              ffn_dim=self.ffn_dim, dropout=self.dropout, max_positions=self.max_caption_tokens,
                              tie_embeddings=self.tie_embeddings, tokenizer=self.tokenizer)
+
+
+_PUNCT = re.compile(r"[^\w\s]|_")  # anything not a letter, digit or space (unicode-aware)
+_SPACE = re.compile(r"\s+")
+
+
+def clean_caption(text: str) -> str:
+    """Lower-cased, punctuation removed, whitespace collapsed: "A dog barks, twice!" -> "a dog barks twice".
+
+    Punctuation is deleted, not turned into a space ("dog's" -> "dogs")."""
+    return _SPACE.sub(" ", _PUNCT.sub("", text.lower())).strip()
+
+
+def clean_captions(captions: list[str]) -> tuple[list[str], int]:
+    """Each caption cleaned; one that cleans to nothing is kept raw (a training target must not be empty).
+    -> (captions, how many were kept raw)."""
+    out, raw = [], 0
+    for c in captions:
+        cleaned = clean_caption(c)
+        if cleaned:
+            out.append(cleaned)
+        else:
+            out.append(c)
+            raw += 1
+    return out, raw
 
 
 class CaptioningObjective(nn.Module):
@@ -174,8 +173,7 @@ class CaptioningObjective(nn.Module):
     def loss_weight(self, batch: dict, step: int = 0) -> int:
         """How many target tokens ``forward(batch, step)`` averages its loss over (the trainer weights micro-batches
         and ranks by it, so a step is the mean over every token of the global batch)."""
-        captions = pick_captions(batch, self.config.seed, step)
-        captions, _ = self.prepare_captions(captions)  # the same targets as forward()
+        captions, _ = self.captions_for(batch, step)
         _, targets = self.tokenizer.encode(captions, self.config.max_caption_tokens)
         return int((targets != -100).sum())
 

@@ -16,9 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from audiolp.models.text import PAPER_TEXT_MODEL
-from audiolp.models.pooling import build_pooling
-from audiolp.models.text import DEFAULT_TEXT_MODEL, TextEncoder
+from audiolp.models.pooling import MeanPooling, build_pooling
+from audiolp.models.text import PAPER_TEXT_MODEL, TextEncoder
 from audiolp.objectives.base import ObjectiveOutput, audio_inputs, coerce_config, module_device, pick_captions
 
 
@@ -54,7 +53,7 @@ class ContrastiveConfig:
     def __post_init__(self):
         if not str(self.text_model).strip():
             raise ValueError("ContrastiveConfig.text_model is empty; give an HF hub id ('bert-base-uncased'), a local "
-                             f"folder, or {DEFAULT_TEXT_MODEL!r} for the offline MiniLM")
+                             "folder, or 'minilm' for the offline MiniLM")
         if str(self.audio_pooling).lower() in ("attn", "map", "mha"):  # build_pooling's aliases
             self.audio_pooling = "attention"
         if self.audio_pooling not in AUDIO_POOLINGS:
@@ -173,7 +172,7 @@ class ContrastiveObjective(nn.Module):
         hidden = cfg.proj_hidden_dim or cfg.proj_dim
         # frame_proj_mean pools the projected frames (proj_dim wide); the others pool encoder frames, then project.
         self.project_frames = cfg.audio_pooling == "frame_proj_mean"
-        self.pooling = (build_pooling("mean", cfg.proj_dim) if self.project_frames
+        self.pooling = (MeanPooling(cfg.proj_dim) if self.project_frames
                         else build_pooling(cfg.audio_pooling, encoder.output_dim, cfg.pooling_heads))
         self.audio_proj = ProjectionMLP(encoder.output_dim, hidden, cfg.proj_dim)
         self.text_proj = ProjectionMLP(self.text.output_dim, hidden, cfg.proj_dim)
