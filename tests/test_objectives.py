@@ -489,6 +489,10 @@ def test_factory_and_configs():
     with pytest.raises(ValueError, match=r"audio_pooling='max'.*'frame_proj_mean', 'mean', 'attention'"):
         ContrastiveConfig(audio_pooling="max")
     assert ContrastiveConfig(audio_pooling="attn").audio_pooling == "attention"
+    with pytest.raises(ValueError, match=r"ContrastiveConfig\.text_model is empty.*'minilm'"):
+        ContrastiveConfig(text_model=" ")
+    with pytest.raises(ValueError, match=r"CaptioningConfig\.tokenizer is empty.*'minilm'"):
+        CaptioningConfig(tokenizer="")
     with pytest.raises(ValueError, match="unknown field.*proj_dimm"):
         build_objective("contrastive", tiny_encoder(), {"proj_dimm": 3})
     with pytest.raises(ValueError, match="unknown objective"):

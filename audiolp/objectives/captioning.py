@@ -47,6 +47,9 @@ class CaptioningConfig:
     loss_chunk_tokens: int = 0
 
     def __post_init__(self):
+        if not str(self.tokenizer).strip():
+            raise ValueError("CaptioningConfig.tokenizer is empty; give an HF hub id ('facebook/bart-base'), a local "
+                             "folder, or 'minilm' for the offline MiniLM tokenizer")
         if not 0.0 <= self.parallel_prob <= 1.0:
             raise ValueError(f"CaptioningConfig.parallel_prob={self.parallel_prob}; must lie in [0, 1]")
         if self.max_caption_tokens < 2:
@@ -99,8 +102,11 @@ class CaptioningObjective(Objective):
 
     def captions_for(self, batch: dict, step: int) -> tuple[list[str], int]:
         """The step's caption per clip (seeded choice), cleaned if ``clean_captions``; and the number kept raw."""
-        captions = pick_captions(batch, self.config.seed, step)
-        return clean_captions(captions) if self.config.clean_captions else (captions, 0)
+        return self.prepare_captions(pick_captions(batch, self.config.seed, step))
+
+    def prepare_captions(self, captions: list[str]) -> tuple[list[str], int]:
+        """``captions`` as the decoder trains on them (cleaned if ``clean_captions``), and the number kept raw."""
+        return clean_captions(list(captions)) if self.config.clean_captions else (list(captions), 0)
 
     def parallel_choice(self, cut_ids: list[str], step: int) -> torch.Tensor:
         """(N,) bool: True = decode this sample in parallel at this step."""
@@ -177,8 +183,7 @@ class CaptioningObjective(Objective):
         if len(captions) != feats.shape[0]:
             raise ValueError(f"caption_loss: {len(captions)} captions for {feats.shape[0]} clips; give one per clip")
         par = torch.full((feats.shape[0],), bool(parallel), dtype=torch.bool)
-        if self.config.clean_captions:  # score captions as the model was trained on them
-            captions, _ = clean_captions(list(captions))
+        captions, _ = self.prepare_captions(captions)  # scored as the model was trained on them
         logits, targets, keep = self._target_logits(feats, lens, list(captions), par)
         nll = F.cross_entropy(logits, targets, reduction="none")
         rows = keep.nonzero()[:, 0]  # sample index of each kept token

@@ -51,6 +51,9 @@ class ContrastiveConfig:
     seed: int = 0  # drives the per-step caption choice
 
     def __post_init__(self):
+        if not str(self.text_model).strip():
+            raise ValueError("ContrastiveConfig.text_model is empty; give an HF hub id ('bert-base-uncased'), a local "
+                             "folder, or 'minilm' for the offline MiniLM")
         if str(self.audio_pooling).lower() in ("attn", "map", "mha"):  # build_pooling's aliases
             self.audio_pooling = "attention"
         if self.audio_pooling not in AUDIO_POOLINGS:
