@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--init-from", dest="init_from", help="encoder checkpoint to start from (init ablation)")
     pt.add_argument("--precision", choices=["fp32", "bf16"])
     pt.add_argument("--device")
-    pt.add_argument("--text-model", dest="text_model", help="HF path or 'minilm' (offline default)")
+    pt.add_argument("--text-model", dest="text_model",
+                    help="HF path or local folder of the text model / tokenizer; 'minilm' = the offline MiniLM")
     pt.add_argument("--set", action="append", help="KEY=VALUE override of any TrainConfig field (dotted)")
     pt.set_defaults(func=cmd_pretrain)
 

@@ -484,7 +484,7 @@ def test_raising_max_epochs_on_resume_continues_as_one_run(tmp_path, checkpoint_
     manifest = make_corpus(tmp_path / "corpus", per_kind=3)
     kw = dict(max_steps=1000, log_every=1, checkpoint_every=checkpoint_every, keep_last=100,
               loader={"max_duration": 4.0, "num_buckets": 1, "spec_augment": True},
-              optim={"name": "scaled_adam", "warmup_batches": 0, "eden_lr_epochs": 1.0})
+              optim={"name": "scaled_adam", "warmup_batches": 0, "eden_lr_epochs": 1.0, "eden_schedule": "epoch"})
     train(base_cfg(manifest, tmp_path / "one", "tagging", max_epochs=2, **kw))
     train(base_cfg(manifest, tmp_path / "two", "tagging", max_epochs=1, **kw))
     first = json.loads((tmp_path / "two" / "results.json").read_text())

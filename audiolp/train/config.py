@@ -43,7 +43,9 @@ class TrainConfig:
     objective: str = "contrastive"  # "contrastive" | "captioning" | "tagging"
     objective_config: dict = field(default_factory=dict)  # fields of the objective's config dataclass
     model: str = "zipformer_m"  # ZipformerConfig.preset name
-    model_overrides: dict = field(default_factory=dict)  # ZipformerConfig fields replacing the preset's
+    # ZipformerConfig fields replacing the model preset's. Default: icefall's training-time regularisers (layer /
+    # module skipping, dropout schedules) and Balancer / Whiten constraints, as the authors' Zipformer trains.
+    model_overrides: dict = field(default_factory=lambda: {"regularizers": True, "activation_constraints": True})
     text_model: str | None = None  # HF path/name of the text side; None = the objective's default
     init_from: str | None = None  # encoder weights to start from (file, or a run dir's encoder.safetensors)
     preset: str | None = None  # the preset these values started from (recorded; from_preset sets it)
@@ -54,7 +56,8 @@ class TrainConfig:
     # What a scale counts: "captions" (caption pairs, as the paper: 400K = the smallest nested set of clips whose
     # captions reach 400,000) or "clips".
     scale_unit: str = "captions"
-    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    # Training batches: 30 duration buckets, the last partial batch dropped (Auden's bucketing sampler).
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(num_buckets=30, drop_last=True))
 
     # Optimisation.
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -69,6 +72,10 @@ class TrainConfig:
     # (the plain average most trainers use).
     loss_weighting: str = "global_mean"
     max_grad_norm: float = 0.0  # 0 = no clipping here (ScaledAdam clips by itself)
+    # The Zipformer's regulariser schedules count batches of this many seconds of audio (icefall / Auden
+    # ref_duration): the count the encoder sees is step x loader.max_duration x world_size x grad_accum /
+    # ref_duration, so the schedules follow the audio seen, whatever the batch size and GPU count.
+    ref_duration: float = 600.0
     precision: str = "auto"  # "auto" = bf16 on CUDA, fp32 on CPU; bf16 = autocast without a grad scaler
     ema_decay: float = 0.0  # 0 = no EMA of weights
     ema_every: int = 1  # update the EMA every N optimizer steps
@@ -92,6 +99,8 @@ class TrainConfig:
             self.optim = _build(OptimConfig, self.optim, "optim")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision={self.precision!r}; use one of {PRECISIONS}")
+        if self.ref_duration <= 0:
+            raise ValueError(f"TrainConfig.ref_duration={self.ref_duration}; give seconds of audio > 0")
         for name in ("max_steps", "grad_accum", "checkpoint_every", "log_every", "ema_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)}; it must be >= 1")

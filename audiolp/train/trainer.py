@@ -351,13 +351,14 @@ class Trainer:
         cfg = self.cfg
         window = _LogWindow(self.device)
         set_batch_count = getattr(self.objective.encoder, "set_batch_count", None)  # the Zipformer's schedules
+        batch_seconds = cfg.loader.max_duration * self.info.world_size * cfg.grad_accum  # audio per step, nominal
         stopped = False
         while self.step < limit:
             micro = self._next_micro_batches()
             if not micro:
                 break  # max_epochs reached (on every rank at once: lhotse gives each rank the same batch count)
             if set_batch_count is not None:
-                set_batch_count(self.step)
+                set_batch_count(self.step * batch_seconds / cfg.ref_duration)
             outcome = self.accumulate_gradients(micro)
             for batch, out, weight in outcome.micro:
                 window.add(batch, out, weight)
