@@ -24,7 +24,8 @@ from lhotse.augmentation import AudioTransform
 from lhotse.cut import Cut
 from lhotse.utils import fastcopy
 
-SAMPLING_RATE = 16_000
+from audiolp.features import SAMPLING_RATE  # every clip is stored at the rate the features expect
+
 DOMAINS = ("sound", "music", "speech")
 
 

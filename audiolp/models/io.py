@@ -193,20 +193,25 @@ def resolve_weights(source: str | os.PathLike) -> Path:
 
 
 def load_encoder(run_dir: str | os.PathLike, checkpoint: str | os.PathLike = "latest", use_ema: bool | None = None,
-                 device: str = "cpu") -> torch.nn.Module:
+                 device: str = "cpu", encoder_config=None) -> torch.nn.Module:
     """The audio encoder of a run, frozen (eval mode, requires_grad False).
 
     checkpoint: "latest" (checkpoints/latest), "final" (run_dir/encoder*.safetensors written at the end of
     training), a checkpoint dir, or a .safetensors file (keys "encoder.*" or bare).
     use_ema: True = the EMA weights (error if the run kept none), False = the raw weights,
     None = EMA when the run kept one.
+    encoder_config: the encoder's config (a ZipformerConfig) when the run dir has no encoder_config.json
+    (``audiolp.load_encoder`` derives it from the run's config.json).
     """
     run_dir = Path(run_dir)
     cfg_path = run_dir / ENCODER_CONFIG
-    if not cfg_path.exists():
+    if encoder_config is not None:
+        encoder = build_encoder_from_dict(encoder_config_dict(encoder_config))
+    elif cfg_path.exists():
+        encoder = build_encoder_from_dict(json.loads(cfg_path.read_text()))
+    else:
         raise CheckpointError(f"{run_dir} has no {ENCODER_CONFIG}: it is not a training run dir (the trainer writes "
                               "it when a run starts); give the run dir of an audiolp pretraining run")
-    encoder = build_encoder_from_dict(json.loads(cfg_path.read_text()))
 
     def pick(raw: Path, ema: Path) -> Path:
         if use_ema is False:

@@ -13,7 +13,7 @@ _LAZY = {
     "train": "audiolp.train.trainer",
     "main": "audiolp.train.trainer",
     "Trainer": "audiolp.train.trainer",
-    "load_encoder": "audiolp.train.checkpoint",
+    "load_encoder": "audiolp.models.io",
     "spawn_local": "audiolp.train.distributed",
     "OptimConfig": "audiolp.train.optim",
     "build_optimizer": "audiolp.train.optim",
