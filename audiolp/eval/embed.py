@@ -105,7 +105,7 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     for name, t in sorted(encoder.state_dict().items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
