@@ -50,9 +50,9 @@ def cmd_prepare_task(args) -> int:
         raise SystemExit("prepare task needs --source PATH (the dataset's root folder; for 'manifest' the cut "
                          "manifest, or --manifest FILE)")
     if args.task_name == "manifest":
-        options = dict(label_field=args.label_field or "labels", kind=args.kind, name=args.name, domain=args.domain)
+        options = dict(label_field=args.label_field or "labels", kind=args.kind, task_name=args.name, domain=args.domain)
     elif args.task_name == "folder":
-        options = dict(csv_path=args.csv, kind=args.kind, name=args.name, domain=args.domain or "sound")
+        options = dict(csv_path=args.csv, kind=args.kind, task_name=args.name, domain=args.domain or "sound")
     else:
         extra = [f for f, v in (("--csv", args.csv), ("--kind", args.kind), ("--label-field", args.label_field),
                                 ("--name", args.name), ("--domain", args.domain)) if v]

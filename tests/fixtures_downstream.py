@@ -139,10 +139,8 @@ def make_vocalsound(root: Path, datafiles: bool = True) -> Path:
     for n in names:
         tone(root / "audio_16k" / f"{n}.wav", 16_000)
     if datafiles:
-        split = {"tr.json": names[:4], "val.json": names[4:5], "te.json": []}
-        split["te.json"] = []  # m0200 is listed nowhere: excluded
-        split["val.json"], split["te.json"] = names[4:5], names[2:4]
-        split["tr.json"] = names[:2]
+        # f0003 train, m0061 test, f0100 val; m0200 is listed nowhere: excluded
+        split = {"tr.json": names[:2], "val.json": names[4:5], "te.json": names[2:4]}
         for fn, ns in split.items():
             (root / "datafiles").mkdir(parents=True, exist_ok=True)
             (root / "datafiles" / fn).write_text(json.dumps(

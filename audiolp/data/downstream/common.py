@@ -89,7 +89,7 @@ def hash_split(key: str, val: float = 0.1, test: float = 0.1) -> str:
 
 def stratified_hash_split(items: Sequence[tuple[str, str]], val: float = 0.1, test: float = 0.1) -> dict[str, str]:
     """{key: split} for (key, class) items: within each class the keys are ordered by their hash and the first
-    ``test`` share (rounded, at least one when the class has 3+ items) goes to test, the next ``val`` share to
+    ``test`` share (rounded, at least one; classes of fewer than 3 items: ``hash_split`` per key) goes to test, the next ``val`` share to
     val, the rest to train. Deterministic and independent of the listing order."""
     groups: dict[str, list[str]] = {}
     for key, cls in items:
@@ -98,8 +98,11 @@ def stratified_hash_split(items: Sequence[tuple[str, str]], val: float = 0.1, te
     for cls, keys in groups.items():
         keys = sorted(set(keys), key=lambda k: (stable_unit(k), k))
         n = len(keys)
-        n_test = max(1, round(n * test)) if n >= 3 and test > 0 else 0
-        n_val = max(1, round(n * val)) if n >= 3 and val > 0 else 0
+        if n < 3:  # too few to stratify: each key by its own hash
+            out.update({k: hash_split(k, val, test) for k in keys})
+            continue
+        n_test = max(1, round(n * test)) if test > 0 else 0
+        n_val = max(1, round(n * val)) if val > 0 else 0
         for i, k in enumerate(keys):
             out[k] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
     return out
@@ -160,7 +163,7 @@ def write_tasks(dl: DownstreamLoad, out_dir: str | os.PathLike) -> tuple[dict[st
                 parts.setdefault(s, []).append(cut)
         if not parts.get("test"):
             raise ValueError(f"{dl.dataset}: task {t.name!r} has no test clips (all its test rows lack audio?); "
-                             f"expected layout: {dl.layout}")
+                             f"expected layout: {dl.layout}. Fix: give some clips split 'test' (or none, for the automatic split)")
         label_set = set(t.labels)
         for cut in (c for cs in parts.values() for c in cs):
             unknown = [x for x in cut_labels(cut) if x not in label_set]

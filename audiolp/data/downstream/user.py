@@ -4,7 +4,8 @@ adapters (one task, 16 kHz MonoCuts, ``custom['labels']``).
 
 Labels: one per row for multiclass; ``;``-separated for multilabel (the kind defaults to multilabel when any clip
 has more than one label). Split: the csv's ``split`` column / the cut's ``custom['split']`` (train, val, test;
-valid / validation / dev count as val, eval as test); rows without one are split deterministically: multiclass
+valid / validation / dev count as val, eval as test; a manifest without any test cut is split as if it had no
+split field, since its ``split`` is then a corpus' own train-only split); rows without one are split deterministically: multiclass
 80/10/10 stratified by class (sha1 of the file name / cut id within each class), multilabel 80/10/10 by the
 sha1 alone.
 """
@@ -27,7 +28,7 @@ def _labels(value) -> list[str]:
     return [x.strip() for x in str(value or "").split(";") if x.strip()]
 
 
-def task_name(path: Path) -> str:
+def default_name(path: Path) -> str:
     stem = path.name.split(".")[0] if path.is_file() else path.name
     return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_").lower() or "task"
 
@@ -50,7 +51,7 @@ def _task(name: str, kind: str | None, n_max: int, labels: set, domain: str, wha
     return kind, "accuracy" if kind == "multiclass" else "mAP"
 
 
-def load_folder(root, csv_path=None, kind: str | None = None, name: str | None = None,
+def load_folder(root, csv_path=None, kind: str | None = None, task_name: str | None = None,
                 domain: str = "sound") -> DownstreamLoad:
     """Audio under ``root``; ``csv_path`` (default: the only .csv in ``root``) lists ``file`` (relative to
     ``root``), ``label`` and optionally ``split``."""
@@ -68,7 +69,7 @@ def load_folder(root, csv_path=None, kind: str | None = None, name: str | None =
                                 f"file,label[,split] (e.g. clips/a.wav,dog,train)")
     if domain not in DOMAINS:
         raise ValueError(f"domain {domain!r}: use one of {DOMAINS}")
-    name = name or task_name(root)
+    name = task_name or default_name(root)
     out = SourceLoad(name=name)
     out.look_in([root])
     rows = []
@@ -96,13 +97,13 @@ def load_folder(root, csv_path=None, kind: str | None = None, name: str | None =
     return DownstreamLoad(name, out, [task], layout)
 
 
-def load_manifest_task(manifest, label_field: str = "labels", kind: str | None = None, name: str | None = None,
+def load_manifest_task(manifest, label_field: str = "labels", kind: str | None = None, task_name: str | None = None,
                        domain: str | None = None) -> DownstreamLoad:
     """Cuts of ``manifest`` (jsonl/jsonl.gz or Shar folder) labelled by the supervision field ``label_field`` (in
     ``custom`` or as an attribute, a list or a ';'-joined string; e.g. ``speaker``)."""
     manifest = Path(manifest)
     cuts = load_manifest(manifest)
-    name = name or task_name(manifest)
+    name = task_name or default_name(manifest)
     out = SourceLoad(name=name)
     layout = f"a lhotse cut manifest whose supervisions hold '{label_field}' (e.g. custom={{'{label_field}': ['dog']}})"
     items = []
@@ -124,6 +125,8 @@ def load_manifest_task(manifest, label_field: str = "labels", kind: str | None =
     if not items:
         raise ValueError(f"{manifest}: no cut with labels in field {label_field!r} and audio ({len(out.malformed)} "
                          f"skipped); expected {layout}; pass --label-field NAME")
+    if not any(x[3] == "test" for x in items):  # e.g. a corpus' own train-only split: not a task split
+        items = [(w, c, ls, None, sc) for w, c, ls, _, sc in items]
     kind, metric = _task(name, kind, max(len(x[2]) for x in items), set(), domain, str(manifest))
     assign = _assign([(c.id, ls, s) for _, c, ls, s, _ in items], kind)
     dirs = set()
