@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--workers", type=int, default=2, help="features: audio-reading workers")
     pp.add_argument("--shard-size", dest="shard_size", type=int, default=20_000,
                     help="features: clips per archive; a rerun skips finished shards")
-    pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable)")
+    pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable); task: PATH of the dataset's root folder")
     pp.add_argument("--option", action="append",
                     help="SOURCE.KEY=VALUE adapter option, e.g. paraspeechcaps.audio_root=/corpora (repeatable)")
     pp.add_argument("--exclude-ids", help="file with extra media ids to drop (one per line)")
