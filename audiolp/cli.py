@@ -39,7 +39,36 @@ def _parse_source_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
+def cmd_prepare_task(args) -> int:
+    """`audiolp prepare task NAME --source PATH --out DIR`: a downstream task registry (audiolp.data.downstream)."""
+    from audiolp.data.downstream import ADAPTERS, prepare_task
+
+    if not args.task_name:
+        raise SystemExit(f"prepare task needs the dataset NAME: one of {', '.join(ADAPTERS)}")
+    source = args.manifest or (args.source[-1] if args.source else None)
+    if source is None:
+        raise SystemExit("prepare task needs --source PATH (the dataset's root folder; for 'manifest' the cut "
+                         "manifest, or --manifest FILE)")
+    if args.task_name == "manifest":
+        options = dict(label_field=args.label_field or "labels", kind=args.kind, task_name=args.name, domain=args.domain)
+    elif args.task_name == "folder":
+        options = dict(csv_path=args.csv, kind=args.kind, task_name=args.name, domain=args.domain or "sound")
+    else:
+        extra = [f for f, v in (("--csv", args.csv), ("--kind", args.kind), ("--label-field", args.label_field),
+                                ("--name", args.name), ("--domain", args.domain)) if v]
+        if extra:
+            raise SystemExit(f"{' '.join(extra)} only apply to the 'folder' / 'manifest' tasks, not {args.task_name!r}")
+        options = {}
+    specs, lines = prepare_task(args.task_name, source, args.out, num_workers=args.workers, **options)
+    for line in lines:
+        print(line)
+    print(f"wrote {len(specs)} task(s) into {Path(args.out) / 'tasks.json'}")
+    return 0
+
+
 def cmd_prepare(args) -> int:
+    if args.corpus == "task":
+        return cmd_prepare_task(args)
     if args.corpus == "captionstew":
         from audiolp.data.stew import build_captionstew
 
@@ -187,12 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("prepare", help="build a corpus manifest (CaptionStew from local corpora, or MiniStew "
                                         "offline), or precompute its fbank features")
-    pp.add_argument("corpus", choices=["captionstew", "ministew", "features"])
+    pp.add_argument("corpus", choices=["captionstew", "ministew", "features", "task"])
+    pp.add_argument("task_name", nargs="?", metavar="NAME",
+                    help="task: a downstream dataset (esc50, fsd50k, ..., see audiolp.data.downstream), folder or manifest")
+    pp.add_argument("--csv", help="task folder: csv with columns file,label[,split] (default: the folder's only .csv)")
+    pp.add_argument("--kind", choices=["multiclass", "multilabel"], help="task folder/manifest: default from the labels")
+    pp.add_argument("--label-field", dest="label_field", help="task manifest: supervision field holding the labels")
+    pp.add_argument("--manifest", help="task manifest: the labelled cut manifest (instead of --source)")
+    pp.add_argument("--name", help="task folder/manifest: registry task name (default: the source's name)")
+    pp.add_argument("--domain", choices=["sound", "music", "speech"], help="task folder/manifest: domain")
     pp.add_argument("--data", help="features: the cut manifest (or folder) to compute fbank for")
     pp.add_argument("--workers", type=int, default=2, help="features: audio-reading workers")
     pp.add_argument("--shard-size", dest="shard_size", type=int, default=20_000,
                     help="features: clips per archive; a rerun skips finished shards")
-    pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable)")
+    pp.add_argument("--source", action="append", help="NAME=PATH of a local corpus copy (captionstew; repeatable); task: PATH of the dataset's root folder")
     pp.add_argument("--option", action="append",
                     help="SOURCE.KEY=VALUE adapter option, e.g. paraspeechcaps.audio_root=/corpora (repeatable)")
     pp.add_argument("--exclude-ids", help="file with extra media ids to drop (one per line)")
