@@ -15,7 +15,7 @@ export TRANSFORMERS_OFFLINE := 1
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install $(TORCH_PIN) -e '.[ministew,study,dev]'
+	$(PY) -m pip install $(TORCH_PIN) -e '.[ministew,study,dev,eval]'
 	# tinysoundfont declares pyaudio (playback only, needs portaudio headers); rendering needs nothing else.
 	$(PY) -m pip install --no-deps tinysoundfont
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
