@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from audiolp.models.zipformer import Zipformer, ZipformerConfig, count_parameters  # noqa: E402
 
-PRESET = {"tiny": "zipformer_tiny", "s": "zipformer_s", "m": "zipformer_m"}
+PRESET = {"tiny": "zipformer_tiny", "xs": "zipformer_xs", "s": "zipformer_s", "m": "zipformer_m"}
 
 
 def _sync(device):
@@ -127,7 +127,7 @@ def run_one(name: str, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="tiny,s,m", help="comma list of tiny,s,m")
+    ap.add_argument("--models", default="tiny,s,m", help="comma list of tiny,xs,s,m")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--reps", type=int, default=3)

@@ -740,3 +740,22 @@ def test_bf16_autocast_really_runs_in_bf16(data, objective):
     assert seen == [torch.float32, torch.bfloat16]
     assert bf16.item() == pytest.approx(fp32.item(), rel=5e-2)
     assert bf16.item() != fp32.item()
+
+
+def test_frozen_text_tower_cache_returns_the_same_vectors_and_stays_bounded():
+    from audiolp.models.text import TextEncoder
+
+    plain = TextEncoder("minilm", max_tokens=16, pooling="mean", trainable=False)
+    cached = TextEncoder("minilm", max_tokens=16, pooling="mean", trainable=False, cache_size=3)
+    caps = ["a dog barks", "rain on a roof", "a dog barks", "piano music"]
+    ref = plain(caps)
+    got = cached(caps)
+    assert torch.allclose(got, ref, atol=1e-5) and len(cached._cache) == 3
+    calls = []
+    real = cached._encode
+    cached._encode = lambda c: calls.append(list(c)) or real(c)
+    again = cached(["piano music", "a dog barks", "wind"])  # two cached, one new; the oldest is evicted
+    assert calls == [["wind"]] and torch.allclose(again[:2], ref[[3, 0]], atol=1e-5)
+    assert list(cached._cache) == ["piano music", "a dog barks", "wind"]  # least recently used out first
+    with pytest.raises(ValueError, match="frozen tower"):
+        TextEncoder("minilm", trainable=True, cache_size=10)

@@ -69,3 +69,11 @@ def test_presets_merge_field_by_field_and_record_their_name(tmp_path):
 def test_old_configs_with_a_top_level_label_set_still_load():
     cfg = TrainConfig.from_dict({"objective": "tagging", "label_set": ["a", "b"]})
     assert cfg.objective_config == {"label_set": ["a", "b"]}
+
+
+def test_overrides_may_set_each_objectives_section():
+    over = {"objective_configs": {"contrastive": {"text_cache_size": 100}, "captioning": {"num_layers": 1}}}
+    con = TrainConfig.from_preset("demo_cpu", {**over, "objective": "contrastive"})
+    cap = TrainConfig.from_preset("demo_cpu", {**over, "objective": "captioning"})
+    assert con.objective_config["text_cache_size"] == 100 and con.objective_config["proj_dim"] == 256
+    assert cap.objective_config["num_layers"] == 1 and "text_cache_size" not in cap.objective_config

@@ -13,6 +13,7 @@ so an offline run fails in well under a second instead of waiting on retries and
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -123,10 +124,13 @@ class TextEncoder(nn.Module):
     """Captions -> one vector each: HF encoder, [CLS] token or masked mean over tokens.
 
     ``trainable=False`` freezes the weights and keeps the module in eval mode (no dropout), as a frozen tower should.
+    A frozen tower gives each caption the same vector every time, so ``cache_size > 0`` keeps up to that many
+    (least recently used out first): on a CPU the text forward is most of a contrastive step, and captions repeat
+    every epoch.
     """
 
     def __init__(self, model_name: str = OFFLINE_TEXT_MODEL, max_tokens: int = 30, pooling: str = "cls",
-                 trainable: bool = True):
+                 trainable: bool = True, cache_size: int = 0):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"TextEncoder pooling={pooling!r}; use 'cls' or 'mean'")
@@ -139,6 +143,11 @@ class TextEncoder(nn.Module):
         self.tokenizer = load_tokenizer(model_name)
         self.model = load_text_model(model_name)
         self.output_dim = int(self.model.config.hidden_size)
+        if cache_size and trainable:
+            raise ValueError("TextEncoder cache_size > 0 needs a frozen tower (trainable=False): a trained tower's "
+                             "outputs change every step")
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         if not self.trainable:
             self.model.requires_grad_(False)
             self.model.eval()
@@ -158,6 +167,21 @@ class TextEncoder(nn.Module):
     def forward(self, captions: list[str]) -> torch.Tensor:
         if isinstance(captions, str):
             raise TypeError("TextEncoder expects a list of captions, got one string; wrap it in a list")
+        if not self.cache_size:
+            return self._encode(captions)
+        missing = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if missing:
+            with torch.no_grad():
+                for c, v in zip(missing, self._encode(missing).float().cpu()):
+                    self._cache[c] = v
+        for c in captions:
+            self._cache.move_to_end(c)
+        out = torch.stack([self._cache[c] for c in captions]).to(next(self.model.parameters()).device)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return out
+
+    def _encode(self, captions: list[str]) -> torch.Tensor:
         tok = self.tokenize(captions)
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             hidden = self.model(**tok).last_hidden_state  # (N, L, H)

@@ -186,7 +186,28 @@ def zipformer_tiny(**overrides) -> ZipformerConfig:
     return ZipformerConfig(**kw)
 
 
-_PRESETS = {"zipformer_m": zipformer_m, "zipformer_s": zipformer_s, "zipformer_tiny": zipformer_tiny}
+def zipformer_xs(**overrides) -> ZipformerConfig:
+    """CPU pretraining config between tiny and S: the M/S layout of six stacks (50 -> 6.25 -> 25 Hz), one layer
+    each, narrower; 256-d output (tiny's 64 is too narrow to keep what downstream tasks need)."""
+    kw = dict(
+        num_encoder_layers=(1, 1, 1, 1, 1, 1),
+        encoder_dim=(96, 128, 192, 256, 192, 128),
+        encoder_unmasked_dim=(64, 96, 128, 128, 128, 96),
+        num_heads=(4, 4, 4, 4, 4, 4),
+        feedforward_dim=(256, 384, 512, 768, 512, 384),
+        cnn_module_kernel=(15, 15, 15, 15, 15, 15),
+        query_head_dim=16,
+        value_head_dim=8,
+        pos_head_dim=4,
+        pos_dim=32,
+        embed_channels=(8, 16, 64),
+    )
+    kw.update(overrides)
+    return ZipformerConfig(**kw)
+
+
+_PRESETS = {"zipformer_m": zipformer_m, "zipformer_s": zipformer_s, "zipformer_xs": zipformer_xs,
+            "zipformer_tiny": zipformer_tiny}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Small building blocks

@@ -31,6 +31,7 @@ class ContrastiveConfig:
     max_text_tokens: int = 30  # incl. [CLS] and [SEP]
     text_pooling: str = "cls"  # "cls" | "mean"
     text_trainable: bool = True  # False freezes the text tower (no gradient, eval mode); text_lr_scale then unused
+    text_cache_size: int = 0  # frozen tower only: keep this many captions' text vectors (0 = recompute each step)
     # LR multiplier for the pretrained text tower (the projection heads start from scratch and run at 1.0).
     # 1.0 = the authors' setting (one ScaledAdam rate for everything). ScaledAdam moves each tensor by ~lr
     # relative to its RMS, so < 1 (e.g. 0.1) fine-tunes the pretrained weights more gently.
@@ -167,7 +168,7 @@ class ContrastiveObjective(Objective):
         super().__init__(encoder, config)
         cfg = self.config
         self.text = TextEncoder(cfg.text_model, max_tokens=cfg.max_text_tokens, pooling=cfg.text_pooling,
-                                trainable=cfg.text_trainable)
+                                trainable=cfg.text_trainable, cache_size=cfg.text_cache_size)
         hidden = cfg.proj_hidden_dim or cfg.proj_dim
         # frame_proj_mean pools the projected frames (proj_dim wide); the others pool encoder frames, then project.
         self.project_frames = cfg.audio_pooling == "frame_proj_mean"

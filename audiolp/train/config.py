@@ -120,13 +120,16 @@ class TrainConfig:
     def from_preset(cls, preset: str | os.PathLike = "paper", overrides: dict | None = None) -> "TrainConfig":
         """The defaults, then the preset's fields, then ``overrides`` (nested sections merge field by field).
 
-        ``preset`` is a name from ``audiolp/presets/`` or a JSON file. A preset may hold
+        ``preset`` is a name from ``audiolp/presets/`` or a JSON file. A preset (and ``overrides``) may hold
         ``"objective_configs": {objective: {...}}``: the entry of the run's objective (after overrides) is merged
-        under ``objective_config``."""
+        under ``objective_config``, so one preset serves every objective."""
         name, fields = load_preset(preset)
+        overrides = dict(overrides or {})
         d = merge_fields(asdict(cls()), {k: v for k, v in fields.items() if k != "objective_configs"}, name)
-        d = merge_fields(d, overrides or {}, "overrides")
-        per_objective = fields.get("objective_configs", {}).get(d["objective"], {})
+        sections = merge_fields(fields.get("objective_configs", {}), overrides.pop("objective_configs", {}),
+                                "overrides", "objective_configs.")
+        d = merge_fields(d, overrides, "overrides")
+        per_objective = sections.get(d["objective"], {})
         d["objective_config"] = {**per_objective, **d.get("objective_config", {})}
         d["preset"] = name
         return cls.from_dict(d, source=f"preset {name!r}")
@@ -241,7 +244,7 @@ def merge_fields(base: dict, update: dict, source: str, _path: str = "") -> dict
     out = copy.deepcopy(base)
     for k, v in update.items():
         where = f"{_path}{k}"
-        free = _path.rstrip(".").split(".")[-1] in FREE_SECTIONS if _path else False
+        free = any(part in FREE_SECTIONS for part in _path.rstrip(".").split("."))  # anything below a free section
         if k not in out and not free:
             raise ValueError(f"{source}: unknown field {where!r}; fields here: {sorted(out)}")
         if isinstance(v, dict) and isinstance(out.get(k), dict) and (out[k] or k in FREE_SECTIONS):
