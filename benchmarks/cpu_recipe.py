@@ -50,7 +50,9 @@ def dotted(overrides: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--corpus", default="data/ministew_full")
+    ap.add_argument("--corpus", default="data/ministew_full", help="MiniStew folder (tasks.json, cuts.jsonl.gz)")
+    ap.add_argument("--data", default="", help="training manifest (default CORPUS/cuts.jsonl.gz), e.g. the "
+                                               "precomputed-fbank one from `audiolp prepare features`")
     ap.add_argument("--preset", default="demo_cpu")
     ap.add_argument("--objectives", default="tagging,contrastive,captioning")
     ap.add_argument("--steps", type=int, default=800)
@@ -79,7 +81,8 @@ def main() -> None:
     runs = {}
     for objective in [o for o in args.objectives.split(",") if o]:
         cfg = TrainConfig.from_preset(args.preset, {**overrides, "objective": objective,
-                                                    "data": str(corpus / "cuts.jsonl.gz"), "max_steps": args.steps,
+                                                    "data": args.data or str(corpus / "cuts.jsonl.gz"),
+                                                    "max_steps": args.steps,
                                                     "seed": args.seed, "run_dir": str(out / objective),
                                                     "checkpoint_every": max(1, args.steps // 2),
                                                     "log_every": max(1, args.steps // 50), "progress": False})
