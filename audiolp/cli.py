@@ -195,6 +195,23 @@ def preflight(cfg) -> None:
         load_tokenizer(name)
 
 
+def cmd_evaluate(args) -> int:
+    from audiolp.eval.linear import ProbeProtocol
+    from audiolp.eval.run import evaluate, table
+
+    runs = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        runs[name if sep else Path(item).name] = path if sep else item
+    protocol = ProbeProtocol(seeds=tuple(range(args.seeds)))
+    records = evaluate(runs, args.registry, tasks=args.tasks, poolings=tuple(args.pooling),
+                       baselines=tuple(b for b in args.baselines.split(",") if b), out_dir=args.out,
+                       protocol=protocol)
+    print(table(records))
+    print(f"{len(records)} records in {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The study on the built-in corpus, as far as the package has it today; says what is not there yet."""
     from audiolp.study.demo import run_demo
@@ -263,12 +280,23 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--set", action="append", help="KEY=VALUE override of any TrainConfig field (dotted)")
     pt.set_defaults(func=cmd_pretrain)
 
+    pe = sub.add_parser("evaluate", help="linear probes (and SED) of frozen encoders on a task registry, with the "
+                                         "random-init and fbank references; one results record per encoder x task")
+    pe.add_argument("runs", nargs="+", help="pretraining run dirs (NAME=DIR to name one)")
+    pe.add_argument("--tasks", nargs="+", default=["minibench"], help="task names of the registry, or minibench/all")
+    pe.add_argument("--registry", help="tasks.json (default: data/ministew_full, else data/ministew_tiny)")
+    pe.add_argument("--pooling", nargs="+", default=["mean"], choices=["mean", "attention"])
+    pe.add_argument("--baselines", default="random,fbank", help="comma list of random,fbank ('' for none)")
+    pe.add_argument("--seeds", type=int, default=3, help="probe seeds (the test score is their mean)")
+    pe.add_argument("--out", default="papermill_runs/records/eval", help="records folder")
+    pe.set_defaults(func=cmd_evaluate)
+
     pd = sub.add_parser("demo", help="the study on the built-in offline corpus")
     pd.add_argument("--profile", default="full", choices=["tiny", "full"])
     pd.add_argument("--out", default="papermill_runs/demo")
     pd.add_argument("--steps", type=int, default=None, help="pretraining steps per objective (default by profile)")
     pd.set_defaults(func=cmd_demo)
-    for sp in (pp, ps, pt, pd):  # also after the command: `audiolp pretrain ... --debug`
+    for sp in (pp, ps, pt, pe, pd):  # also after the command: `audiolp pretrain ... --debug`
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 

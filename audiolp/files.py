@@ -54,3 +54,20 @@ def provenance() -> dict[str, Any]:
 def write_results_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """The one writer of results records: ``payload`` plus :func:`provenance`, written atomically."""
     return atomic_write_json(path, {**payload, **provenance()})
+
+
+def record_path(out_dir: str | os.PathLike, kind: str, name: str) -> Path:
+    """Where the record of ``kind`` and ``name`` lives: ``out_dir/<kind>__<name>.json`` (unsafe characters -> _)."""
+    if not kind or not name:
+        raise ValueError("a results record needs a non-empty kind and name")
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{kind}__{name}")
+    return Path(out_dir) / f"{safe}.json"
+
+
+def write_record(out_dir: str | os.PathLike, kind: str, name: str, params: dict[str, Any],
+                 metrics: dict[str, Any], config: dict[str, Any] | None = None,
+                 artifacts: dict[str, str] | None = None) -> Path:
+    """Write the results record ``out_dir/<kind>__<name>.json`` (what was run, what came out) atomically."""
+    return write_results_json(record_path(out_dir, kind, name), {
+        "kind": kind, "name": name, "params": params, "metrics": metrics, "config": config or {},
+        "artifacts": artifacts or {}})

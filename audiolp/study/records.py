@@ -8,29 +8,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-from audiolp.files import write_results_json
-
-
-def write_record(out_dir: str | os.PathLike, kind: str, name: str, params: dict[str, Any],
-                 metrics: dict[str, Any], config: dict[str, Any] | None = None,
-                 artifacts: dict[str, str] | None = None) -> Path:
-    """Write ``out_dir/<kind>__<name>.json`` atomically and return its path."""
-    if not kind or not name:
-        raise ValueError("a results record needs a non-empty kind and name")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = {
-        "kind": kind,
-        "name": name,
-        "params": params,
-        "metrics": metrics,
-        "config": config or {},
-        "artifacts": artifacts or {},
-    }
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{kind}__{name}")
-    return write_results_json(out_dir / f"{safe}.json", record)
+from audiolp.files import write_record  # noqa: F401  (the one writer of records; read_records reads them)
 
 
 def read_records(root: str | os.PathLike, kind: str | None = None) -> list[dict]:
