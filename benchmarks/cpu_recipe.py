@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="KEY=VALUE TrainConfig override (all objectives)")
     ap.add_argument("--tasks", default="", help="comma list (default: every multiclass MiniBench task)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--cache", default="runs/.embeddings", help="embedding cache, shared between recipes (the "
+                                                                 "references are extracted once)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,7 +78,7 @@ def main() -> None:
     corpus, out = Path(args.corpus), Path(args.out)
     registry = corpus / "tasks.json"
     tasks = [t for t in args.tasks.split(",") if t] or None
-    cache = EmbeddingCache(out / ".embeddings", progress=False)
+    cache = EmbeddingCache(args.cache, progress=False)
     overrides = dotted(args.set)
     runs = {}
     for objective in [o for o in args.objectives.split(",") if o]:
