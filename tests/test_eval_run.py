@@ -95,3 +95,31 @@ def test_evaluate_bad_input_is_one_line(tiny_ministew, tiny_run, tmp_path, capsy
     assert main(["evaluate", str(tiny_run), "--registry", str(broken / "tasks.json"), "--tasks", "pitch_level",
                  "--baselines", "", "--out", str(tmp_path / "o2")]) == 2
     assert "train split has 1 class" in capsys.readouterr().err
+
+
+def test_a_user_task_from_a_folder_and_csv_evaluates(tiny_ministew, tiny_run, tmp_path, capsys):
+    """Register clips of your own (audio + file,label,split csv) and probe a run on them: no package code."""
+    import csv
+
+    from audiolp.data.tasks import load_task_registry, load_task_split
+
+    spec = load_task_registry(tiny_ministew / "tasks.json")["pitch_level"]
+    folder = tmp_path / "mine"
+    (folder / "clips").mkdir(parents=True)
+    rows = []
+    for split in ("train", "val", "test"):
+        for c in load_task_split(spec, split, tiny_ministew):
+            src = c.recording.sources[0].source
+            dst = folder / "clips" / f"{c.id}{os.path.splitext(src)[1]}"
+            shutil.copy(src, dst)
+            rows.append([f"clips/{dst.name}", c.supervisions[0].custom["labels"][0], split])
+    with open(folder / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["file", "label", "split"]] + rows)
+    assert main(["prepare", "task", "folder", "--source", str(folder), "--csv", str(folder / "labels.csv"),
+                 "--name", "my_pitch", "--out", str(tmp_path / "tasks")]) == 0
+    from audiolp.eval.run import evaluate
+
+    recs = evaluate({"tagging": tiny_run}, tmp_path / "tasks", tasks=["my_pitch"], baselines=(),
+                    out_dir=tmp_path / "records", log=lambda *a: None, **FAST)
+    assert len(recs) == 1 and recs[0]["metrics"]["n_test"] == sum(r[2] == "test" for r in rows)
+    assert recs[0]["metrics"]["chance"] == pytest.approx(1 / 3)
