@@ -12,6 +12,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def read_json(path: str | os.PathLike, fix: str, what: str = "", error: type[Exception] = ValueError) -> Any:
+    """The JSON in ``path``; a file that does not parse raises ``error`` naming the file (after ``what``, e.g.
+    "preset") and ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{what + ' ' if what else ''}{path}: not valid JSON ({e}); {fix}") from e
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path`` in one rename: readers
     see the old file or the new one, never a part. The temporary file is removed if ``write`` fails."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from lhotse import CutSet
 
+from audiolp.files import read_json
+
 TASK_KINDS = ("multiclass", "multilabel", "sed", "retrieval")
 REGISTRY_VERSION = 1
 
@@ -56,10 +58,7 @@ def load_task_registry(path: str | os.PathLike) -> dict[str, TaskSpec]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"task registry {path} does not exist; build MiniStew (audiolp prepare ministew) first")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise TaskRegistryError(f"{path}: not valid JSON ({e}); rebuild the registry") from e
+    data = read_json(path, "rebuild the registry", error=TaskRegistryError)
     tasks = data.get("tasks")
     if not isinstance(tasks, dict):
         raise TaskRegistryError(f"{path}: field 'tasks' missing or not an object")

@@ -20,7 +20,7 @@ from typing import Any
 
 from audiolp.configs import dataclass_from
 from audiolp.data.loader import LoaderConfig
-from audiolp.files import atomic_write_text
+from audiolp.files import atomic_write_text, read_json
 from audiolp.train.optim import OptimConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "presets"
@@ -183,11 +183,7 @@ class TrainConfig:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"training config {path} does not exist")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); fix or regenerate the file") from e
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_json(path, "fix or regenerate the file"), source=str(path))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically, so a crash never leaves a half-written config next to good checkpoints."""
@@ -223,10 +219,7 @@ def load_preset(preset: str | os.PathLike) -> tuple[str, dict]:
             raise ValueError(f"unknown preset {str(preset)!r}; use one of {preset_names()} or the path of a JSON file")
     elif not path.is_file():
         raise ValueError(f"preset file {path} does not exist; use one of {preset_names()} or an existing JSON file")
-    try:
-        fields = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"preset {path}: not valid JSON ({e}); fix the file") from e
+    fields = read_json(path, "fix the file", what="preset")
     if not isinstance(fields, dict):
         raise ValueError(f"preset {path}: must hold a JSON object of TrainConfig fields")
     fields = {k: v for k, v in fields.items() if not k.startswith("_")}  # "_comment" and the like
