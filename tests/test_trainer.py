@@ -286,6 +286,23 @@ def test_loss_falls_for_each_objective(corpus, tmp_path, objective):
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step-{steps:08d}"
 
 
+def test_frozen_encoder_keeps_its_weights_and_trains_the_heads(corpus, tmp_path, tagging_run):
+    """freeze_encoder (LiT, a decoder or an LLM adapter on a pretrained encoder): the encoder leaves the run exactly
+    as it came in, the heads move, and the loss still falls."""
+    from audiolp.models.io import load_weights
+    from audiolp.train.trainer import train
+
+    src = tagging_run / "encoder.safetensors"
+    run = train(base_cfg(corpus, tmp_path / "lit", "contrastive", max_steps=12, checkpoint_every=100,
+                         init_from=str(src), freeze_encoder=True))
+    before, after = load_weights(src), load_weights(run / "encoder.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    res = json.loads((run / "results.json").read_text())
+    assert res["num_trainable_params"] < res["num_params"] - sum(v.numel() for v in before.values()) + 1
+    losses = _losses(run)
+    assert np.mean(losses[-4:]) < np.mean(losses[:3])
+
+
 @pytest.fixture(scope="module")
 def tagging_run(corpus, tmp_path_factory):
     """One uninterrupted run with everything that carries state: SpecAugment and dropout (RNG), EMA,

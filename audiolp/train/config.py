@@ -48,6 +48,9 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=lambda: {"regularizers": True, "activation_constraints": True})
     text_model: str | None = None  # HF path/name of the text side; None = the objective's default
     init_from: str | None = None  # encoder weights to start from (file, or a run dir's encoder.safetensors)
+    # Train only the heads on a frozen encoder (eval mode, no gradients): LiT-style alignment, a caption decoder or
+    # an LLM adapter on a pretrained encoder (with init_from), or on a random-init one as the reference point.
+    freeze_encoder: bool = False
     preset: str | None = None  # the preset these values started from (recorded; from_preset sets it)
 
     # Data.

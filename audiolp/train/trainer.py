@@ -200,6 +200,8 @@ class Trainer:
             src = resolve_weights(cfg.init_from)
             load_encoder_weights(self.objective, src)
             self.log(f"[audiolp] encoder initialised from {src}")
+        if cfg.freeze_encoder:
+            self.objective.encoder.requires_grad_(False)
         self.objective.to(self.device)
         if info.is_main:
             save_encoder_config(self.run_dir, self.encoder_cfg)
@@ -312,6 +314,8 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
         self.model.train()
+        if self.cfg.freeze_encoder:
+            self.objective.encoder.eval()  # a frozen encoder runs as at evaluation: no dropout, no layer skipping
         limit = cfg.max_steps if stop_after is None else min(cfg.max_steps, stop_after)
         self.stop_signal, self.stopped_by_agreement = None, False
         with _stop_signals(self):  # kept through the final checkpoint: a second SIGTERM must not cut it short
