@@ -30,9 +30,15 @@ system:
 test: venv system
 	$(PY) -m pytest -q tests
 
-# The whole study on the built-in offline corpus (MiniStew); PROFILE=tiny for a quick run.
+# The whole study on the built-in offline corpus (MiniStew): every notebook, figures, papermill_runs/SUMMARY.md.
+# QUICK=1: the tiny profile and a few steps (a pipeline check, not a result).
+QUICK ?=
 demo: venv system
-	$(VENV)/bin/audiolp demo --profile $(PROFILE)
+	$(VENV)/bin/audiolp demo $(if $(QUICK),--quick,)
+
+# Every figure and the summary, rebuilt from the stored records (trains nothing).
+figures: venv
+	$(VENV)/bin/audiolp figures
 
 data: venv system
 	$(VENV)/bin/audiolp prepare ministew --out data/ministew_$(PROFILE) --profile $(PROFILE)

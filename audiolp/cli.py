@@ -213,10 +213,26 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The study on the built-in corpus, as far as the package has it today; says what is not there yet."""
+    """The whole study on the built-in corpus: every notebook executed by papermill, figures, the summary."""
     from audiolp.study.demo import run_demo
 
-    return run_demo(profile=args.profile, out_root=args.out, steps=args.steps)
+    return run_demo(quick=args.quick, out=args.out, figures=args.figures)
+
+
+def cmd_figures(args) -> int:
+    """Every figure rebuilt from the stored records (no training, no evaluation)."""
+    from audiolp.study.experiments import project_root
+    from audiolp.study.figures import rebuild_figures
+    from audiolp.study.summary import write_summary
+
+    out = Path(args.out) if args.out else project_root() / "papermill_runs"
+    figures = Path(args.figures) if args.figures else project_root() / "figures"
+    if not (out / "records").is_dir():
+        raise FileNotFoundError(f"no records folder {out / 'records'}; run `make demo` or the notebooks first, or "
+                                "give --out (the folder holding records/)")
+    paths = rebuild_figures(out / "records", figures)
+    print(f"{len(paths)} figure files in {figures}; summary {write_summary(out)}")
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -291,12 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--out", default="papermill_runs/records/eval", help="records folder")
     pe.set_defaults(func=cmd_evaluate)
 
-    pd = sub.add_parser("demo", help="the study on the built-in offline corpus")
-    pd.add_argument("--profile", default="full", choices=["tiny", "full"])
-    pd.add_argument("--out", default="papermill_runs/demo")
-    pd.add_argument("--steps", type=int, default=None, help="pretraining steps per objective (default by profile)")
+    pd = sub.add_parser("demo", help="the whole study on the built-in offline corpus (every notebook)")
+    pd.add_argument("--quick", action="store_true", help="tiny profile, a few steps: a pipeline check, not a result")
+    pd.add_argument("--out", default=None, help="runs, records, executed notebooks (default <project>/papermill_runs)")
+    pd.add_argument("--figures", default=None, help="default <project>/figures")
     pd.set_defaults(func=cmd_demo)
-    for sp in (pp, ps, pt, pe, pd):  # also after the command: `audiolp pretrain ... --debug`
+    pf = sub.add_parser("figures", help="rebuild every figure and the summary from the stored records")
+    pf.add_argument("--out", default=None, help="the folder holding records/ (default <project>/papermill_runs)")
+    pf.add_argument("--figures", default=None, help="default <project>/figures")
+    pf.set_defaults(func=cmd_figures)
+    for sp in (pp, ps, pt, pe, pd, pf):  # also after the command: `audiolp pretrain ... --debug`
         sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 

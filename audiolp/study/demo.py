@@ -1,109 +1,101 @@
-"""`make demo`: the study on the built-in offline corpus, as far as the package has it today.
+"""`make demo`: the whole study on the built-in offline corpus, every notebook executed by papermill.
 
-Steps: build MiniStew -> data card -> pretrain the supervised tagging baseline, the contrastive and the captioning
-objective on the same encoder and data -> contrastive again from the tagging encoder (the initialisation
-ablation) -> results records -> loss figure. Evaluation runs through `audiolp evaluate`; the study notebooks that
-will run it here are not written yet, and the demo says so instead of pretending.
+Stages: MiniStew (built once) -> each study notebook in order, executed into ``papermill_runs/<notebook>.ipynb``
+(the notebooks pretrain, evaluate and draw; runs and probes are shared between them through the records) ->
+every figure rebuilt from the records -> ``papermill_runs/SUMMARY.md`` (the findings table) -> a printed summary
+of where everything is and how long each stage took (also in ``papermill_runs/demo_timings.json``).
+
+``quick=True`` (``make demo QUICK=1``) runs the tiny MiniStew profile with a handful of steps: a check that the
+pipeline runs end to end, not a result.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from audiolp.study.figures import plot_pretrain_losses
-from audiolp.study.records import read_records, write_record
-
-
-# The CPU demo runs the demo_cpu preset (audiolp/presets/demo_cpu.json: the tiny encoder, small heads, the offline
-# MiniLM); everything else is the same code path as a GPU run with the paper preset.
-PRESET = "demo_cpu"
+from audiolp.files import atomic_write_json
+from audiolp.study.experiments import project_root
 
 
 @dataclass
 class DemoPlan:
+    profile: str
     steps: int
-    scale: str | None
+    scales: str  # the scaling / init-ablation scale points
+    probe: dict = field(default_factory=dict)  # probe protocol overrides
+    max_points: int = 2000
+    extra: dict = field(default_factory=dict)  # per-notebook parameters
 
 
 PLANS = {
-    "tiny": DemoPlan(steps=40, scale=None),
-    "full": DemoPlan(steps=80, scale=None),
+    # The CPU recipe on MiniStew full (demo_cpu preset; see README "The CPU recipe").
+    "full": DemoPlan(profile="full", steps=600, scales="400K,1M,4M,full"),
+    # A pipeline check on the tiny profile (<= 10 minutes on 2 cores): numbers here mean nothing.
+    "quick": DemoPlan(profile="tiny", steps=6, scales="1M,4M,full", probe={"seeds": [0], "learning_rates": [1e-2],
+                                                                             "weight_decays": [1e-4], "epochs": 2,
+                                                                             "min_steps": 10, "n_boot": 200},
+                      max_points=200),
 }
 
-NOT_YET = [
-    "evaluation of these runs (audiolp evaluate RUN_DIR ... --tasks minibench does it by hand; the study notebooks "
-    "will run it): linear probing, SED, t-SNE",
-    "LiT-style retrieval, caption generation metrics, open-form QA with SmolLM2",
-    "study notebooks 01_objective_gap, 02_pooling_sensitivity, 03_scaling, 04_init_ablation, 05_caption_tsne",
-]
+NOTEBOOKS = ("01_objective_gap", "02_pooling_sensitivity", "03_scaling", "04_init_ablation", "05_caption_tsne")
 
 
-def run_demo(profile: str = "full", out_root: str = "papermill_runs/demo", steps: int | None = None,
-             data_root: str = "data", figures_dir: str = "figures") -> int:
-    from audiolp.data.ministew import build_ministew
-    from audiolp.data.ministew.card import data_card
-    from audiolp.train.config import TrainConfig
-    from audiolp.train.trainer import train
+def notebook_parameters(name: str, plan: DemoPlan, out: Path, figures: Path) -> dict:
+    params = {"profile": plan.profile, "steps": plan.steps, "probe": json.dumps(plan.probe) if plan.probe else "",
+              "out": str(out), "figures": str(figures), "device": "auto"}
+    if name == "03_scaling":
+        params["scales"] = plan.scales
+    if name == "04_init_ablation":
+        params["scales"] = ",".join(s for s in plan.scales.split(",") if s != "full")
+        if len(params["scales"].split(",")) < 3:
+            params["scales"] = plan.scales
+    if name == "05_caption_tsne":
+        params["max_points"] = plan.max_points
+    return {**params, **plan.extra.get(name, {})}
 
-    if profile not in PLANS:
-        raise ValueError(f"profile={profile!r}; use one of {sorted(PLANS)}")
-    plan = PLANS[profile]
-    steps = steps or plan.steps
-    out_root = Path(out_root) / profile
-    records_dir = out_root / "records"
+
+def run_demo(quick: bool = False, out: str | Path | None = None, figures: str | Path | None = None,
+             notebooks=NOTEBOOKS, log=print) -> int:
+    import papermill
+
+    from audiolp.study.figures import rebuild_figures
+    from audiolp.study.summary import write_summary
+
+    root = project_root()
+    plan = PLANS["quick" if quick else "full"]
+    out = Path(out) if out else root / "papermill_runs" / ("quick" if quick else "")
+    out = out.resolve()
+    figures = Path(figures).resolve() if figures else (root / "figures" / "quick" if quick else root / "figures")
+    timings: dict[str, float] = {}
+    t_all = time.time()
+    if quick:
+        log("[demo] QUICK: the tiny MiniStew profile and a few steps per run: a pipeline check, not a result")
+    log(f"[demo] MiniStew ({plan.profile}) ...")
     t0 = time.time()
+    from audiolp.study.experiments import Study
 
-    print(f"[demo] 1/4 MiniStew ({profile}) ...", flush=True)
-    corpus = Path(build_ministew(Path(data_root) / f"ministew_{profile}", profile=profile))
-    card = data_card(corpus)
-    (out_root).mkdir(parents=True, exist_ok=True)
-    (out_root / "data_card.md").write_text(card)
-    print(card)
-
-    model = TrainConfig.from_preset(PRESET).model
-    print(f"[demo] 2/4 pretraining {model} ({PRESET} preset) for {steps} steps per objective ...", flush=True)
-    runs = [
-        ("tagging", "tagging", None),
-        ("contrastive", "contrastive", None),
-        ("captioning", "captioning", None),
-        ("contrastive_from_tagging", "contrastive", "tagging"),
-    ]
-    run_dirs: dict[str, Path] = {}
-    for name, objective, init_run in runs:
-        cfg = TrainConfig.from_preset(PRESET, dict(
-            objective=objective,
-            data=str(corpus / "cuts.jsonl.gz"),
-            scale=plan.scale,
-            max_steps=steps,
-            run_dir=str(out_root / "runs" / name),
-            checkpoint_every=max(1, steps // 2),
-            log_every=max(1, steps // 40),
-            init_from=str(run_dirs[init_run] / "encoder.safetensors") if init_run else None,
-        ))
-        run_dir = Path(train(cfg))
-        run_dirs[name] = run_dir
-        res = json.loads((run_dir / "results.json").read_text())
-        write_record(records_dir, "pretrain", name,
-                     params={"objective": objective, "model": model, "steps": steps, "profile": profile,
-                             "init_from": init_run},
-                     metrics={k: res.get(k) for k in ("first_loss", "final_loss", "final_loss_mean_last_10pct",
-                                                       "throughput_audio_s_per_s", "wall_time_s", "loss_curve",
-                                                       "num_params", "peak_memory_bytes")},
-                     config=res.get("config"), artifacts={"run_dir": str(run_dir)})
-        print(f"[demo]   {name}: loss {res['first_loss']:.3f} -> {res['final_loss_mean_last_10pct']:.3f} "
-              f"(mean of the last 10% of steps) "
-              f"({res['throughput_audio_s_per_s']:.0f} s audio/s)", flush=True)
-
-    print("[demo] 3/4 figures from the results records ...", flush=True)
-    fig = plot_pretrain_losses(read_records(records_dir, kind="pretrain"),
-                               Path(figures_dir) / f"demo_pretrain_loss_{profile}.png",
-                               title=f"Pretraining on MiniStew ({profile}), {model}")
-    print(f"[demo]   wrote {fig}")
-
-    print("[demo] 4/4 not run by the demo yet:")
-    for item in NOT_YET:
-        print(f"[demo]   - {item}")
-    print(f"[demo] done in {time.time() - t0:.0f} s; records in {records_dir}")
+    Study.from_parameters(profile=plan.profile, out=str(out), figures=str(figures))  # builds MiniStew, fbank once
+    timings["ministew"] = time.time() - t0
+    for name in notebooks:
+        t0 = time.time()
+        params = notebook_parameters(name, plan, out, figures)
+        log(f"[demo] {name} {params} ...")
+        papermill.execute_notebook(str(root / "notebooks" / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
+                                   parameters=params, kernel_name="python3", progress_bar=False,
+                                   cwd=str(root / "notebooks"))
+        timings[name] = time.time() - t0
+        log(f"[demo] {name}: {timings[name]:.0f} s")
+    t0 = time.time()
+    paths = rebuild_figures(out / "records", figures)
+    summary = write_summary(out)
+    timings["figures_and_summary"] = time.time() - t0
+    timings["total"] = time.time() - t_all
+    atomic_write_json(out / "demo_timings.json", timings)
+    log(summary.read_text())
+    log(f"[demo] done in {timings['total'] / 60:.1f} min "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items() if k != "total"))
+    log(f"[demo] executed notebooks: {out}/*.ipynb\n[demo] records: {out / 'records'}\n"
+        f"[demo] figures ({len(paths)} files): {figures}\n[demo] summary: {summary}")
     return 0

@@ -1,0 +1,150 @@
+"""Numbers the report states, computed from results records only (the figures and the summary read these).
+
+Intervals: a probe record carries its test score and a 95% interval (seeds x bootstrap over test clips, see
+``audiolp.eval.linear``). A difference of two independent scores gets the interval of the difference under a
+normal approximation: half-width = sqrt(h_a^2 + h_b^2). A mean over tasks averages the scores and combines the
+half-widths as sqrt(sum h_i^2) / k (tasks' test sets are disjoint, hence independent).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Score:
+    value: float
+    lo: float
+    hi: float
+
+    @property
+    def half(self) -> float:
+        return max(self.hi - self.value, self.value - self.lo, 0.0)
+
+    def __sub__(self, other: "Score") -> "Score":
+        d, h = self.value - other.value, math.hypot(self.half, other.half)
+        return Score(d, d - h, d + h)
+
+    def excludes_zero(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+    def text(self, digits: int = 3) -> str:
+        return f"{self.value:+.{digits}f} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
+
+
+def mean_score(scores: list[Score]) -> Score:
+    if not scores:
+        raise ValueError("mean of no scores")
+    v = float(np.mean([s.value for s in scores]))
+    h = math.sqrt(sum(s.half ** 2 for s in scores)) / len(scores)
+    return Score(v, v - h, v + h)
+
+
+def probe_scores(records: list[dict], encoder: str, pooling: str = "mean") -> dict[str, Score]:
+    """task -> Score of one encoder (record name, e.g. ``contrastive@full``) under one pooling (SED: "frames")."""
+    out = {}
+    for r in records:
+        p = r.get("params", {})
+        if r.get("kind") == "probe" and p.get("encoder") == encoder and p.get("pooling") in (pooling, "frames"):
+            m = r["metrics"]
+            out[p["task"]] = Score(float(m["test"]), float(m["interval"][0]), float(m["interval"][1]))
+    return out
+
+
+def encoders_in(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["params"]["encoder"] for r in records if r.get("kind") == "probe"))
+
+
+def gap(records: list[dict], a: str, b: str, pooling: str = "mean", tasks: list[str] | None = None) \
+        -> tuple[dict[str, Score], Score | None]:
+    """Per-task score difference a - b and the mean difference over the tasks both have (intervals as above)."""
+    sa, sb = probe_scores(records, a, pooling), probe_scores(records, b, pooling)
+    common = [t for t in (tasks or sa) if t in sa and t in sb]
+    per_task = {t: sa[t] - sb[t] for t in common}
+    return per_task, (mean_score([sa[t] for t in common]) - mean_score([sb[t] for t in common]) if common else None)
+
+
+@dataclass
+class ScalingFit:
+    """score = intercept + slope * log10(caption pairs), least squares, per (objective, task)."""
+
+    objective: str
+    task: str
+    sizes: list[float]
+    scores: list[float]
+    halves: list[float]
+    intercept: float
+    slope: float
+    slope_interval: tuple[float, float]
+    samples: np.ndarray = field(repr=False, default=None)  # (n_boot, 2) bootstrap (intercept, slope)
+
+
+def fit_scaling(objective: str, task: str, points: list[tuple[float, Score]], n_boot: int = 2000,
+                seed: int = 0) -> ScalingFit:
+    """Fit a line in log10(size); its interval by a parametric bootstrap: each point's score redrawn from
+    Normal(score, half / 1.96), the line refitted. Needs >= 2 distinct sizes."""
+    sizes = np.array([p[0] for p in points], dtype=float)
+    if len(set(sizes.tolist())) < 2:
+        raise ValueError(f"{objective}/{task}: a scaling fit needs >= 2 scales, got {sorted(set(sizes.tolist()))}")
+    x = np.log10(sizes)
+    y = np.array([p[1].value for p in points])
+    sd = np.array([p[1].half for p in points]) / Z95
+    slope, intercept = np.polyfit(x, y, 1)
+    rng = np.random.default_rng(seed)
+    draws = y[None, :] + rng.standard_normal((n_boot, len(y))) * sd[None, :]
+    xc = x - x.mean()
+    slopes = (draws - draws.mean(1, keepdims=True)) @ xc / (xc @ xc)
+    intercepts = draws.mean(1) - slopes * x.mean()
+    lo, hi = np.percentile(slopes, [2.5, 97.5])
+    return ScalingFit(objective, task, sizes.tolist(), y.tolist(), (sd * Z95).tolist(), float(intercept),
+                      float(slope), (float(lo), float(hi)), np.stack([intercepts, slopes], 1))
+
+
+@dataclass
+class Crossover:
+    """Where ``late`` (e.g. captioning) overtakes ``early`` (e.g. contrastive) by the two fits."""
+
+    task: str
+    inside_range: bool  # the point estimate lies within the fitted sizes
+    size: float | None  # caption pairs at the crossover (point estimate), None if the lines do not cross ahead
+    interval: tuple[float, float] | None  # 95% bootstrap interval of the size (over draws that cross ahead)
+    share_crossing: float  # share of bootstrap draws in which late overtakes early beyond the smallest size
+    verdict: str
+
+
+def crossover(early: ScalingFit, late: ScalingFit) -> Crossover:
+    """The size where ``late``'s line rises above ``early``'s, with a bootstrap interval from the fits' draws."""
+    lo_x, hi_x = math.log10(min(early.sizes + late.sizes)), math.log10(max(early.sizes + late.sizes))
+
+    def cross(i_e, s_e, i_l, s_l):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = (i_e - i_l) / (s_l - s_e)
+        return np.where(s_l > s_e, x, np.nan)  # late must rise faster to overtake
+
+    point = float(cross(early.intercept, early.slope, late.intercept, late.slope))
+    draws = cross(early.samples[:, 0], early.samples[:, 1], late.samples[:, 0], late.samples[:, 1])
+    ahead = draws[np.isfinite(draws) & (draws >= lo_x)]
+    share = float(len(ahead) / len(draws))
+    interval = (float(10 ** np.percentile(ahead, 2.5)), float(10 ** np.percentile(ahead, 97.5))) if len(ahead) else None
+    if not math.isfinite(point) or point < lo_x:
+        size, verdict = None, (f"{late.objective} does not overtake {early.objective} beyond the smallest scale "
+                               f"(by the fitted lines; {share:.0%} of bootstrap draws cross)")
+        return Crossover(early.task, False, size, interval, share, verdict)
+    size, inside = 10 ** point, point <= hi_x
+    where = "inside" if inside else "beyond"
+    verdict = (f"{late.objective} overtakes {early.objective} at ~{human(size)} caption pairs, {where} the fitted "
+               f"range ({human(10 ** lo_x)}-{human(10 ** hi_x)}); "
+               + (f"95% interval {human(interval[0])}-{human(interval[1])} over the {share:.0%} of bootstrap "
+                  "draws that cross" if interval else "no bootstrap draw crosses"))
+    return Crossover(early.task, inside, size, interval, share, verdict)
+
+
+def human(n: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.3g}"

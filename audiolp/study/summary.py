@@ -1,0 +1,190 @@
+"""The study's summary page: each of the paper's findings, what the records show (effect with 95% interval), and a
+verdict (reproduced / not reproduced / inconclusive / not measured), plus the premise every finding rests on
+(pretrained encoders above random init and fbank). Generated from results records only.
+
+Verdicts: "reproduced" when the effect's interval lies on the paper's side of zero, "not reproduced" when it lies
+on the other side, "inconclusive" when it holds zero, "not measured" when the records needed are missing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from audiolp.files import atomic_write_text
+from audiolp.study.analysis import Score, fit_scaling, gap, mean_score, probe_scores
+from audiolp.study.figures import parse_run_name
+from audiolp.study.records import read_records
+
+
+@dataclass
+class Finding:
+    number: str
+    claim: str
+    measure: str
+    effect: Score | None
+    verdict: str
+    detail: str = ""
+
+
+def _verdict(effect: Score | None, sign: int = 1) -> str:
+    if effect is None:
+        return "not measured"
+    if (effect.lo > 0 and sign > 0) or (effect.hi < 0 and sign < 0):
+        return "reproduced"
+    if (effect.hi < 0 and sign > 0) or (effect.lo > 0 and sign < 0):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _scaled_runs(probes: list[dict], objective: str, init: str | None = None) -> dict[str, str]:
+    """scale -> encoder name of ``objective`` runs (from ``init``) that have probe records."""
+    out = {}
+    for enc in dict.fromkeys(r["params"]["encoder"] for r in probes):
+        o, i, s = parse_run_name(enc)
+        if o == objective and i == init and s:
+            out[s] = enc
+    return out
+
+
+def _by_size(scales: dict[str, str]) -> list[tuple[str, str]]:
+    from audiolp.study.experiments import scale_size
+
+    return sorted(scales.items(), key=lambda kv: scale_size(kv[0]))
+
+
+def _tasks(probes: list[dict], kinds=("multiclass", "multilabel")) -> list[str]:
+    return list(dict.fromkeys(r["params"]["task"] for r in probes if r["params"].get("kind") in kinds))
+
+
+def premise(probes: list[dict]) -> list[Finding]:
+    """Each pretrained encoder's mean probe score over the classification tasks minus random init's and fbank's."""
+    tasks = _tasks(probes)
+    out = []
+    for enc in dict.fromkeys(r["params"]["encoder"] for r in probes):
+        if enc in ("random_init", "fbank"):
+            continue
+        for ref in ("random_init", "fbank"):
+            _, d = gap(probes, enc, ref, "mean", tasks)
+            if d is not None:
+                out.append(Finding("0", f"pretraining beats {ref}", f"{enc} - {ref}, mean over {len(tasks)} tasks",
+                                   d, _verdict(d)))
+    return out
+
+
+def findings(records: list[dict]) -> list[Finding]:
+    probes = [r for r in records if r.get("kind") == "probe"]
+    tasks = _tasks(probes)
+    out: list[Finding] = []
+
+    # 1. Contrastive wins linear probing at small scale.
+    con, cap = _by_size(_scaled_runs(probes, "contrastive")), _by_size(_scaled_runs(probes, "captioning"))
+    common = [s for s, _ in con if s in dict(cap)]
+    eff = gap(probes, f"contrastive@{common[0]}", f"captioning@{common[0]}", "mean", tasks)[1] if common else None
+    out.append(Finding("1", "contrastive is more data-efficient: it wins linear probing at small scale",
+                       f"contrastive - captioning at {common[0] if common else '?'}, mean probe score", eff,
+                       _verdict(eff)))
+
+    # 2. Captioning scales better on language-involved tasks (retrieval, captioning, QA records across scales).
+    lang = [r for r in records if r.get("kind") in ("retrieval", "captioning", "qa") and "@" in
+            str(r.get("params", {}).get("encoder", ""))]
+    eff2, detail2 = _language_slope_gap(lang)
+    out.append(Finding("2", "captioning scales better on language-involved tasks",
+                       "slope(captioning) - slope(contrastive) of the language-task score per decade of data",
+                       eff2, _verdict(eff2), detail2))
+
+    # 3. Attention pooling narrows the gap.
+    eff3, where = None, "?"
+    for s in common[::-1]:
+        a, b = f"contrastive@{s}", f"captioning@{s}"
+        _, g_mean = gap(probes, a, b, "mean", tasks)
+        _, g_att = gap(probes, a, b, "attention", tasks)
+        if g_mean is not None and g_att is not None:
+            sign = 1 if g_mean.value >= 0 else -1
+            narrowing = Score(sign * g_mean.value, 0, 0) - Score(sign * g_att.value, 0, 0)
+            h = (g_mean.half ** 2 + g_att.half ** 2) ** 0.5
+            eff3, where = Score(narrowing.value, narrowing.value - h, narrowing.value + h), s
+            break
+    out.append(Finding("3", "attention pooling narrows the contrastive-captioning gap",
+                       f"|gap| under mean pooling - |gap| under attention pooling, at {where}", eff3, _verdict(eff3)))
+
+    # 4. Tagging initialisation helps early, mostly for contrastive.
+    eff4, detail4 = None, ""
+    scratch, init = dict(_scaled_runs(probes, "contrastive")), _by_size(_scaled_runs(probes, "contrastive", "tagging"))
+    gains = [(s, gap(probes, enc, scratch[s], "mean", tasks)[1]) for s, enc in init if s in scratch]
+    gains = [(s, g) for s, g in gains if g is not None]
+    if gains:
+        eff4 = gains[0][1]
+        detail4 = "gain by scale: " + ", ".join(f"{s} {g.text()}" for s, g in gains)
+    out.append(Finding("4", "supervised (tagging) initialisation helps early, mostly for contrastive",
+                       f"contrastive from tagging - from scratch at {gains[0][0] if gains else '?'}", eff4,
+                       _verdict(eff4), detail4))
+
+    # 5. SED degrades as caption data grows.
+    sed_tasks = _tasks(probes, ("sed",))
+    eff5, detail5 = None, ""
+    if sed_tasks and len(con) >= 2:
+        pts = [(s, probe_scores(probes, enc, "frames").get(sed_tasks[0])) for s, enc in con]
+        pts = [(s, sc) for s, sc in pts if sc is not None]
+        if len({s for s, _ in pts}) >= 2:
+            from audiolp.study.experiments import scale_size
+
+            f = fit_scaling("contrastive", sed_tasks[0], [(scale_size(s), sc) for s, sc in pts])
+            eff5 = Score(f.slope, *f.slope_interval)
+            detail5 = f"{sed_tasks[0]}, contrastive runs at {', '.join(s for s, _ in pts)}"
+    out.append(Finding("5", "SED degrades as caption data grows", "slope of SED segment F1 per decade of data",
+                       eff5, _verdict(eff5, sign=-1), detail5))
+
+    # 6. Caption embeddings cluster by source.
+    tsne = [r for r in records if r.get("kind") == "tsne" and r["name"] == "captions_by_source"]
+    eff6 = None
+    if tsne:
+        m = tsne[0]["metrics"]
+        d = m["silhouette_2d"] - m["silhouette_2d_shuffled_p95"]
+        eff6 = Score(d, d, d)
+    out.append(Finding("6", "caption embeddings cluster by source (sources describe complementary aspects)",
+                       "2-D silhouette by source - 95th percentile under shuffled sources", eff6, _verdict(eff6)))
+    return out
+
+
+def _language_slope_gap(lang: list[dict]) -> tuple[Score | None, str]:
+    from audiolp.study.experiments import scale_size
+
+    by = {}
+    for r in lang:
+        o, i, s = parse_run_name(r["params"]["encoder"])
+        m = r.get("metrics", {})
+        if i is None and o in ("contrastive", "captioning") and "test" in m and "interval" in m:
+            by.setdefault((r["kind"], r["params"].get("task", "")), {}).setdefault(o, []).append(
+                (scale_size(s), Score(float(m["test"]), *map(float, m["interval"]))))
+    diffs = []
+    for key, per in by.items():
+        if all(len({p[0] for p in per.get(o, [])}) >= 2 for o in ("contrastive", "captioning")):
+            fc, fk = (fit_scaling(o, str(key), per[o]) for o in ("contrastive", "captioning"))
+            diffs.append((key, Score(fk.slope, *fk.slope_interval) - Score(fc.slope, *fc.slope_interval)))
+    if not diffs:
+        return None, "needs language-task records (06_language_tasks) at >= 2 scales for both objectives"
+    return mean_score([d for _, d in diffs]), "; ".join(f"{k[0]}/{k[1]} {d.text()}" for k, d in diffs)
+
+
+def summary_markdown(records: list[dict]) -> str:
+    probes = [r for r in records if r.get("kind") == "probe"]
+    lines = ["# Study summary (generated from the results records by `audiolp.study.summary`)", "",
+             "Effects are differences of test scores with 95% intervals (see audiolp/study/analysis.py). "
+             "Verdict: reproduced / not reproduced when the interval excludes zero on the paper's / the other side, "
+             "inconclusive when it holds zero.", "", "## The premise: pretrained encoders above the references", "",
+             "| encoder vs reference | effect [95% CI] | verdict |", "|---|---|---|"]
+    for f in premise(probes):
+        lines.append(f"| {f.measure} | {f.effect.text()} | {f.verdict} |")
+    lines += ["", "## The paper's findings", "", "| # | finding | measure | effect [95% CI] | verdict | detail |",
+              "|---|---|---|---|---|---|"]
+    for f in findings(records):
+        lines.append(f"| {f.number} | {f.claim} | {f.measure} | {f.effect.text() if f.effect else '-'} | "
+                     f"{f.verdict} | {f.detail} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(out: str | os.PathLike) -> Path:
+    """``<out>/SUMMARY.md`` from every record under ``<out>/records``."""
+    out = Path(out)
+    return atomic_write_text(out / "SUMMARY.md", summary_markdown(read_records(out / "records")))
