@@ -204,9 +204,16 @@ def cmd_evaluate(args) -> int:
         name, sep, path = item.partition("=")
         runs[name if sep else Path(item).name] = path if sep else item
     protocol = ProbeProtocol(seeds=tuple(range(args.seeds)))
+    captioning = None
+    if "captioning" in args.tasks:
+        from audiolp.eval.captioning import Decoding
+
+        captioning = {"decoding": Decoding(beam_size=args.beam_size)}
+        if args.caption_metrics:
+            captioning["metrics"] = tuple(m for m in args.caption_metrics.split(",") if m)
     records = evaluate(runs, args.registry, tasks=args.tasks, poolings=tuple(args.pooling),
                        baselines=tuple(b for b in args.baselines.split(",") if b), out_dir=args.out,
-                       protocol=protocol)
+                       protocol=protocol, captioning=captioning)
     print(table(records))
     print(f"{len(records)} records in {args.out}")
     return 0
@@ -299,11 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("evaluate", help="linear probes (and SED) of frozen encoders on a task registry, with the "
                                          "random-init and fbank references; one results record per encoder x task")
     pe.add_argument("runs", nargs="+", help="pretraining run dirs (NAME=DIR to name one)")
-    pe.add_argument("--tasks", nargs="+", default=["minibench"], help="task names of the registry, or minibench/all")
+    pe.add_argument("--tasks", nargs="+", default=["minibench"],
+                    help="task names of the registry, or minibench/all; captioning = caption generation")
     pe.add_argument("--registry", help="tasks.json (default: data/ministew_full, else data/ministew_tiny)")
     pe.add_argument("--pooling", nargs="+", default=["mean"], choices=["mean", "attention"])
     pe.add_argument("--baselines", default="random,fbank", help="comma list of random,fbank ('' for none)")
     pe.add_argument("--seeds", type=int, default=3, help="probe seeds (the test score is their mean)")
+    pe.add_argument("--beam-size", dest="beam_size", type=int, default=1,
+                    help="task captioning: beam size of caption generation (1 = greedy)")
+    pe.add_argument("--caption-metrics", dest="caption_metrics", default="",
+                    help="task captioning: comma list of bleu_4,meteor,rouge_l,cider_d,spice,spider (default: all; "
+                         "those that cannot run here are skipped and named in the record)")
     pe.add_argument("--out", default="papermill_runs/records/eval", help="records folder")
     pe.set_defaults(func=cmd_evaluate)
 

@@ -85,9 +85,20 @@ def random_init_like(run_dir: str | os.PathLike) -> nn.Module:
 def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.PathLike | None = None,
              tasks: list[str] | None = None, poolings=("mean",), baselines=BASELINES,
              out_dir: str | os.PathLike = "papermill_runs/records/eval", cache_dir: str | os.PathLike | None = None,
-             protocol: ProbeProtocol | None = None, sed_config=None, log=print) -> list[dict]:
-    """Probe every encoder on every task (see the module docstring); returns the records (also written)."""
+             protocol: ProbeProtocol | None = None, sed_config=None, captioning: dict | None = None,
+             log=print) -> list[dict]:
+    """Probe every encoder on every task (see the module docstring); returns the records (also written).
+
+    The task name "captioning" generates captions from each run's frozen encoder (and the random-init reference)
+    for the registry's caption task; ``captioning`` holds keyword arguments of
+    :func:`audiolp.eval.captioning.evaluate_captioning` (task, decoding, protocol, metrics, ...)."""
     registry_path = resolve_registry(registry)
+    records: list[dict] = []
+    if tasks and "captioning" in tasks:  # caption generation from the frozen encoders (audiolp.eval.captioning)
+        records += _captioning(runs, registry_path, baselines, out_dir, captioning or {}, log)
+        tasks = [t for t in tasks if t != "captioning"]
+        if not tasks:
+            return records
     specs = select_tasks(load_task_registry(registry_path), tasks)
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
@@ -107,7 +118,6 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
         encoders["fbank"] = (FbankFrames(), "log-mel fbank frames")
     proto = protocol or ProbeProtocol()
     cache = EmbeddingCache(cache_dir or Path(out_dir) / ".embeddings")
-    records = []
     for enc_name, (encoder, source) in encoders.items():
         fingerprint = cache.fingerprint(encoder)
         for spec in specs:
@@ -129,6 +139,29 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
                 log(f"[evaluate] {enc_name:>16} {spec.name:>18} {pooling:>9}: {m['metric']} {m['test']:.3f} "
                     f"[{m['interval'][0]:.3f}, {m['interval'][1]:.3f}]")
     return records
+
+
+def _captioning(runs: dict, registry_path: Path, baselines, out_dir, options: dict, log) -> list[dict]:
+    """One captioning record per run dir, plus the random-init reference like the first run ("fbank" has no
+    encoder to caption from and is left out)."""
+    from audiolp.eval.captioning import evaluate_captioning
+
+    named = [(n, src) for n, src in runs.items() if not isinstance(src, nn.Module)]
+    if len(named) < len(runs):
+        raise ValueError("captioning needs run dirs (a decoder is loaded from or trained through the run's "
+                         "config); an nn.Module was given")
+    jobs = [(n, src, False) for n, src in named]
+    if "random" in baselines and named:
+        jobs.append(("random_init", named[0][1], True))
+    out = []
+    for name, src, random_init in jobs:
+        rec = evaluate_captioning(src, registry_path, name=name, random_init=random_init, out_dir=out_dir, log=log,
+                                  **options)
+        m = rec["metrics"]
+        log(f"[evaluate] {name:>16} {rec['params']['task']:>18} captions: " + ", ".join(
+            f"{k} {m[k]['value']:.3f}" for k in rec["params"]["metrics"] if k in m))
+        out.append(rec)
+    return out
 
 
 def _evaluate_one(encoder, spec: TaskSpec, registry_path: Path, pooling: str, cache: EmbeddingCache,
@@ -157,7 +190,14 @@ def _evaluate_one(encoder, spec: TaskSpec, registry_path: Path, pooling: str, ca
 
 
 def table(records: list[dict]) -> str:
-    """Markdown: one row per (encoder, pooling), one column per task, test score [interval]."""
+    """Markdown: one row per (encoder, pooling), one column per task, test score [interval]; captioning records
+    in a table of their own below."""
+    captions = [r for r in records if r.get("kind") == "captioning"]
+    records = [r for r in records if r.get("kind") != "captioning"]
+    if captions:
+        from audiolp.eval.captioning import caption_table
+
+        return "\n\n".join(([table(records)] if records else []) + [caption_table(captions)])
     tasks = list(dict.fromkeys(r["params"]["task"] for r in records))
     rows: dict[tuple, dict] = {}
     for r in records:
