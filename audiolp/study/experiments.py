@@ -14,6 +14,7 @@ working directory.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -94,7 +95,14 @@ def check_poolings(poolings, name: str = "poolings") -> list[str]:
     return items
 
 
-def _check_int(value, name: str, minimum: int = 1) -> int:
+def check_scales(scales, name: str = "scales", minimum: int = 1) -> list[str]:
+    items = [check_scale(s, name) for s in _as_list(scales, name)]
+    if len(set(items)) < minimum:
+        raise ParameterError(f"parameter {name}={scales!r}: give >= {minimum} distinct scales, e.g. 400K,1M,4M")
+    return list(dict.fromkeys(items))
+
+
+def check_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit() \
             or int(value) < minimum:
         raise ParameterError(f"parameter {name}={value!r}; give an integer >= {minimum}, e.g. -p {name} 600")
@@ -117,20 +125,24 @@ class Study:
     out: Path = field(default_factory=lambda: project_root() / "papermill_runs")
     figures: Path = field(default_factory=lambda: project_root() / "figures")
     probe: dict = field(default_factory=dict)  # ProbeProtocol fields replacing the declared protocol's
+    # Runs trained elsewhere (e.g. `torchrun ... audiolp pretrain` on several GPUs), by run name
+    # ({"contrastive@full": "/path/run_dir"}): used instead of training that run here.
+    runs_given: dict = field(default_factory=dict)
     log: Any = print
 
     @classmethod
     def from_parameters(cls, corpus: str = MINISTEW, profile: str = "full", registry: str = "", preset: str = "demo_cpu",
                         model: str = "", steps=600, device: str = "auto", seed=0, tasks="minibench",
                         overrides: dict | str | None = None, out: str = "", figures: str = "",
-                        probe: dict | str | None = None, features: str = "auto", log=print) -> "Study":
+                        probe: dict | str | None = None, features: str = "auto", runs: dict | str | None = None,
+                        log=print) -> "Study":
         """Check a notebook's parameters (one clear ParameterError naming the parameter and the fix) and find or
         build the corpus: ``corpus="ministew"`` builds the built-in corpus of ``profile`` under
         ``<project>/data`` on first use (and, with ``features="auto"``, precomputes its fbank once, which the
         loader reads 4-7x faster); else a folder holding cuts.jsonl.gz (and tasks.json), or a manifest file."""
         from audiolp.train.config import TrainConfig, load_preset
 
-        steps, seed = _check_int(steps, "steps"), _check_int(seed, "seed", 0)
+        steps, seed = check_int(steps, "steps"), check_int(seed, "seed", 0)
         if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
             raise ParameterError(f"parameter device={device!r}; use auto, cpu, cuda or cuda:N")
         try:
@@ -139,6 +151,11 @@ class Study:
             raise ParameterError(f"parameter preset={preset!r}: {e}") from None
         overrides = _as_dict(overrides, "overrides")
         probe = _as_dict(probe, "probe")
+        runs_given = _as_dict(runs, "runs")
+        for name, path in runs_given.items():
+            if not (Path(path) / "results.json").is_file():
+                raise ParameterError(f"parameter runs: {name!r} -> {path} has no results.json; give the --run-dir of "
+                                     "a finished `audiolp pretrain` run")
         if model:
             from audiolp.models.zipformer import ZipformerConfig
 
@@ -151,7 +168,8 @@ class Study:
         study = cls(corpus=manifest, registry=reg, preset=preset, model=model, steps=steps, device=device, seed=seed,
                     tasks=_as_list(tasks, "tasks"), overrides=overrides,
                     out=Path(out).resolve() if out else root / "papermill_runs",
-                    figures=Path(figures).resolve() if figures else root / "figures", probe=probe, log=log)
+                    figures=Path(figures).resolve() if figures else root / "figures", probe=probe,
+                    runs_given=runs_given, log=log)
         try:
             study.train_config("contrastive", "full")
         except (ValueError, TypeError) as e:
@@ -186,6 +204,10 @@ class Study:
         full scale, or from scratch): read back if it already completed with this config, else trained (resumed
         if a previous attempt stopped part way). Writes a ``pretrain`` record."""
         scale = check_scale(scale)
+        if run_name(objective, scale, init) in self.runs_given:
+            run_dir = Path(self.runs_given[run_name(objective, scale, init)])
+            self.log(f"[study] using the given run {run_name(objective, scale, init)}: {run_dir}")
+            return run_dir
         init_dir = self.pretrain(init, "full") if init else None
         cfg = self.train_config(objective, scale, init_dir / "encoder.safetensors" if init_dir else None)
         name = run_name(objective, scale, init)
@@ -198,8 +220,11 @@ class Study:
         if not (results.exists() and read_json(results, "delete the run dir to retrain").get("completed")):
             from audiolp.train.trainer import train
 
-            self.log(f"[study] pretraining {name} ({self.steps} steps) -> {run_dir}")
-            train(dataclasses.replace(cfg, run_dir=str(run_dir), progress=False))
+            self.log(f"[study] pretraining {name} ({self.steps} steps) -> {run_dir} (log: train.log there)")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            # The run's own log (its full config, losses) goes to its folder; the notebook page stays readable.
+            with open(run_dir / "train.log", "a") as fh, contextlib.redirect_stdout(fh):
+                train(dataclasses.replace(cfg, run_dir=str(run_dir), progress=False))
         else:
             self.log(f"[study] reusing {name}: {run_dir}")
         res = read_json(results, "delete the run dir to retrain")
@@ -313,7 +338,7 @@ def pooling_sensitivity(study: Study, objectives=("contrastive", "captioning"), 
 def scaling(study: Study, objectives=("contrastive", "captioning"), scales=("400K", "1M", "4M", "full")) -> list[dict]:
     """03: each objective at each scale (nested subsets), probed with mean pooling."""
     objectives = check_objectives(objectives)
-    scales = [check_scale(s, "scales") for s in _as_list(scales, "scales")]
+    scales = check_scales(scales)
     runs = {run_name(o, s): study.pretrain(o, s) for s in scales for o in objectives}
     return study.evaluate(runs)
 
@@ -324,9 +349,7 @@ def init_ablation(study: Study, objectives=("contrastive", "captioning"), scales
     standing in for the paper's AudioSet-tagging Zipformer) at each scale. The init run is probed too."""
     objectives = check_objectives(objectives)
     init = check_objectives(init, "init")[0]
-    scales = [check_scale(s, "scales") for s in _as_list(scales, "scales")]
-    if len(scales) < 3:
-        raise ParameterError(f"parameter scales={scales}: the initialisation ablation needs >= 3 scales")
+    scales = check_scales(scales, minimum=3)
     runs = {run_name(init, "full"): study.pretrain(init, "full")}
     for s in scales:
         for o in objectives:
@@ -351,7 +374,7 @@ def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = 
 
     import numpy as np
 
-    max_points = _check_int(max_points, "max_points", 10)
+    max_points = check_int(max_points, "max_points", 10)
     out = []
     res = caption_map(CutSet.from_file(study.corpus), max_points=max_points, seed=study.seed)
     rng = np.random.default_rng(study.seed)

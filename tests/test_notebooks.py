@@ -1,0 +1,115 @@
+"""Every study notebook executes with papermill on the tiny MiniStew with small parameters; its records hold finite
+numbers and its figures exist (PNG and PDF); `make figures` redraws them from the records alone, identically; a bad
+parameter fails in the first cell after the parameters with its message. A pipeline check: the numbers mean nothing."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from audiolp.study.demo import NOTEBOOKS
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK_PROBE = {"seeds": [0], "learning_rates": [1e-2], "weight_decays": [1e-4], "epochs": 2, "min_steps": 8,
+               "n_boot": 100}
+
+
+def _params(corpus: Path, out: Path) -> dict:
+    return {"corpus": str(corpus), "steps": 3, "tasks": "drum_instrument,pitch_level,event_detection",
+            "probe": json.dumps(QUICK_PROBE), "out": str(out / "runs"), "figures": str(out / "figures"),
+            "device": "cpu"}
+
+
+EXTRA = {"03_scaling": {"scales": "1M,4M,full"}, "04_init_ablation": {"scales": "400K,1M,4M"},
+         "05_caption_tsne": {"max_points": 120}}
+
+
+def _execute(name: str, params: dict, out: Path, cwd: Path):
+    import papermill
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out / f"{name}.ipynb"),
+                                      parameters=params, kernel_name="python3", progress_bar=False, cwd=str(cwd))
+
+
+@pytest.fixture(scope="module")
+def executed(tiny_ministew, tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    cwd = tmp_path_factory.mktemp("elsewhere")  # not notebooks/: outputs must not depend on the working directory
+    for name in NOTEBOOKS:
+        _execute(name, {**_params(tiny_ministew, out), **EXTRA.get(name, {})}, out, cwd)
+    return out
+
+
+def _finite(x) -> bool:
+    if isinstance(x, dict):
+        return all(_finite(v) for v in x.values())
+    if isinstance(x, (list, tuple)):
+        return all(_finite(v) for v in x)
+    return not isinstance(x, float) or math.isfinite(x)
+
+
+def test_every_notebook_leaves_records_and_figures(executed):
+    from audiolp.study.records import read_records
+
+    records = read_records(executed / "runs" / "records")
+    kinds = {r["kind"] for r in records}
+    assert {"pretrain", "probe", "tsne"} <= kinds
+    probes = [r for r in records if r["kind"] == "probe"]
+    encoders = {r["params"]["encoder"] for r in probes}
+    # 01/02 at full, 03 at three scales, 04 tagging-initialised runs, and both references
+    assert {"contrastive@full", "captioning@full", "contrastive@1M", "captioning@4M", "tagging@full",
+            "contrastive+tagging@400K", "captioning+tagging@4M", "random_init", "fbank"} <= encoders
+    assert {r["params"]["pooling"] for r in probes} == {"mean", "attention", "frames"}
+    for r in records:
+        assert _finite(r["metrics"]), r["_path"]
+    for r in probes:
+        m = r["metrics"]
+        assert 0.0 <= m["test"] <= 1.0 and m["interval"][0] <= m["test"] <= m["interval"][1]
+    figs = executed / "figures"
+    for stem in ("01_objective_gap_full", "02_pooling_gap_full", "02_attention_probe_full", "03_scaling",
+                 "04_init_ablation_contrastive", "04_init_ablation_captioning", "05_tsne_captions_by_source",
+                 "05_tsne_clips_by_domain"):
+        for ext in (".png", ".pdf"):
+            assert (figs / f"{stem}{ext}").stat().st_size > 1000, stem
+    for name in NOTEBOOKS:
+        assert (executed / f"{name}.ipynb").exists()
+
+
+def test_runs_are_reused_across_notebooks(executed):
+    """02 reused 01's runs, 03 reused the full-scale runs, 04 the scratch runs of 03: one run dir per config."""
+    run_dirs = [p.name for p in (executed / "runs" / "runs").iterdir()]
+    names = [d.rsplit("-", 1)[0] for d in run_dirs]
+    assert len(names) == len(set(names)), run_dirs
+    # 2 objectives x {1M, 4M, full, 400K} + tagging@full + 2 objectives x 3 scales from tagging
+    assert len(run_dirs) == 8 + 1 + 6
+
+
+def test_figures_rebuild_from_records_alone_identically(executed, tmp_path):
+    from audiolp.study.figures import rebuild_figures
+    from audiolp.study.summary import write_summary
+
+    paths = rebuild_figures(executed / "runs" / "records", tmp_path)
+    names = {p.name for p in paths}
+    for stem in ("01_objective_gap_full", "03_scaling", "05_tsne_captions_by_source"):
+        assert (tmp_path / f"{stem}.png").read_bytes() == (executed / "figures" / f"{stem}.png").read_bytes()
+        assert f"{stem}.pdf" in names
+    summary = write_summary(executed / "runs").read_text()
+    assert "| 1 | contrastive is more data-efficient" in summary and "random_init" in summary
+
+
+def test_a_bad_parameter_fails_in_the_first_cell_with_its_message(tiny_ministew, tmp_path):
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        _execute("03_scaling", {**_params(tiny_ministew, tmp_path), "scale": "5X"}, tmp_path, tmp_path)
+    assert "scale='5X' is not a scale" in str(e.value)
+    nb = json.loads((tmp_path / "03_scaling.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    failed = [i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    # code cells: parameters, the injected parameters, the setup (which checks every parameter first)
+    assert failed and failed[0] == 2
+    assert not (tmp_path / "runs" / "runs").exists()  # nothing trained
