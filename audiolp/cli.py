@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe = sub.add_parser("evaluate", help="linear probes (and SED) of frozen encoders on a task registry, with the "
                                          "random-init and fbank references; one results record per encoder x task")
     pe.add_argument("runs", nargs="+", help="pretraining run dirs (NAME=DIR to name one)")
-    pe.add_argument("--tasks", nargs="+", default=["minibench"], help="task names of the registry, or minibench/all")
+    pe.add_argument("--tasks", nargs="+", default=["minibench"],
+                    help="task names of the registry, or minibench/all; qa = open-form QA (adapter into an LLM)")
     pe.add_argument("--registry", help="tasks.json (default: data/ministew_full, else data/ministew_tiny)")
     pe.add_argument("--pooling", nargs="+", default=["mean"], choices=["mean", "attention"])
     pe.add_argument("--baselines", default="random,fbank", help="comma list of random,fbank ('' for none)")
