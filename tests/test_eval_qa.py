@@ -120,13 +120,14 @@ def test_adapter_trains_through_the_trainer_on_frozen_encoder_and_llm(llm, tiny_
 
     model, _ = llm
     llm_before = {k: v.clone() for k, v in model.state_dict().items()}
-    data = write_qa_manifests(tiny_ministew / "tasks.json", tmp_path / "qa", types=("domain", "gender", "drum"))
-    proto = QAProtocol(**{**FAST, "steps": 6})
+    # One question type (answers of one or two tokens): the answer format is what a few steps can learn.
+    data = write_qa_manifests(tiny_ministew / "tasks.json", tmp_path / "qa", types=("domain",))
+    proto = QAProtocol(**{**FAST, "steps": 6, "lr": 1e-2, "question_types": ("domain",)})
     run = train_qa_adapter(tiny_run, data["train"], tmp_path / "adapter", proto, progress=False)
     res = json.loads((run / "results.json").read_text())
     losses = [h["loss"] for h in res["history"]]
     print("QA adapter loss", [round(x, 2) for x in losses])
-    assert len(losses) == 6 and min(losses[-3:]) < losses[0]
+    assert len(losses) == 6 and max(losses[-2:]) < 0.7 * min(losses[:2])
     qa = load_qa_model(run)
     adapter = sum(p.numel() for p in qa.adapter.parameters())
     assert res["num_trainable_params"] == adapter
