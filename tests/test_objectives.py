@@ -471,7 +471,7 @@ def test_tagging_loss_falls_and_rejects_unknown_labels(data):
 # Factory, configs, checkpoint init, text side errors
 # ----------------------------------------------------------------------------------------------------------------
 def test_factory_and_configs():
-    assert set(OBJECTIVES) == {"contrastive", "captioning", "tagging"}
+    assert set(OBJECTIVES) == {"contrastive", "captioning", "tagging", "audio_qa"}
     assert objective_config_class("captioning") is CaptioningConfig
     assert objective_config_class("tagging") is TaggingConfig
     for cls in (ContrastiveConfig, CaptioningConfig, TaggingConfig):

@@ -8,6 +8,8 @@ A batch is a dict:
   sources, domains, cut_ids: list[str]
   audio_seconds float                    total audio in the batch (throughput accounting)
   skipped_cut_ids list[str]              clips of the sampled batch whose audio could not be read (left out)
+  <field>       list                    each supervision custom field named in ``custom_fields`` (None if absent),
+                                        e.g. 'qa' for the audio_qa objective (``Objective.batch_fields``)
 
 Unreadable audio (a missing, truncated or corrupt file) is skipped with a warning naming the clip and its file
 (``LoaderConfig.skip_unreadable``, on by default); a batch in which no clip can be read comes out empty (no clip,
@@ -87,9 +89,10 @@ class LoaderConfig:
 class CaptionBatchDataset(Dataset):
     """Maps a CutSet chosen by the sampler to a padded batch dict (see module docstring)."""
 
-    def __init__(self, cfg: LoaderConfig, train: bool, seed: int = 0):
+    def __init__(self, cfg: LoaderConfig, train: bool, seed: int = 0, custom_fields: tuple[str, ...] = ()):
         self.cfg = cfg
         self.seed = seed
+        self.custom_fields = tuple(custom_fields)
         self.epoch = 0  # set before each epoch's iteration (workers are re-created per epoch and copy it)
         self.spec_augment = build_spec_augment(cfg.spec_augment_config) if (train and cfg.spec_augment) else None
         self._on_the_fly = OnTheFlyFeatures(make_fbank(cfg.feature_config), fault_tolerant=cfg.skip_unreadable)
@@ -141,7 +144,7 @@ class CaptionBatchDataset(Dataset):
         cuts = cuts.sort_by_duration(ascending=False)
         feats, lens, cuts, skipped = self._features(cuts)
         if feats is None:
-            return empty_batch(skipped, self.cfg.feature_config.num_mel_bins)
+            return empty_batch(skipped, self.cfg.feature_config.num_mel_bins, self.custom_fields)
         feats = feats.float()
         lens = lens.long()
         # lhotse pads with log(eps); zero padding keeps padded frames neutral for models that mask imperfectly.
@@ -159,6 +162,7 @@ class CaptionBatchDataset(Dataset):
             "cut_ids": [c.id for c in cuts],
             "audio_seconds": float(sum(c.duration for c in cuts)),
             "skipped_cut_ids": skipped,
+            **{name: [custom_field(c, name) for c in cuts] for name in self.custom_fields},
         }
 
     def _augment(self, feats: torch.Tensor, lens: torch.Tensor, cut_ids: list[str]) -> torch.Tensor:
@@ -182,9 +186,14 @@ class CaptionBatchDataset(Dataset):
         return feats
 
 
-def empty_batch(skipped_cut_ids: list[str], num_mel_bins: int = 80) -> dict:
+def custom_field(cut, name: str):
+    """Supervision custom field ``name`` of a cut (None when absent)."""
+    return (cut.supervisions[0].custom or {}).get(name) if cut.supervisions else None
+
+
+def empty_batch(skipped_cut_ids: list[str], num_mel_bins: int = 80, custom_fields: tuple[str, ...] = ()) -> dict:
     """A batch without clips: every clip the sampler chose was unreadable (their ids in ``skipped_cut_ids``)."""
-    return {"features": torch.zeros(0, 0, num_mel_bins), "feature_lens": torch.zeros(0, dtype=torch.long),
+    return {**{name: [] for name in custom_fields},"features": torch.zeros(0, 0, num_mel_bins), "feature_lens": torch.zeros(0, dtype=torch.long),
             "captions": [], "labels": [], "sources": [], "domains": [], "cut_ids": [], "audio_seconds": 0.0,
             "skipped_cut_ids": list(skipped_cut_ids)}
 
@@ -269,16 +278,17 @@ def make_sampler(cuts: CutSet, cfg: LoaderConfig, seed: int = 0, rank: int = 0, 
 
 
 def make_dataloader(cuts: CutSet, cfg: LoaderConfig | None = None, seed: int = 0, rank: int = 0,
-                    world_size: int = 1, epoch: int = 0, train: bool = True, pin_memory: bool = False) -> DataLoader:
+                    world_size: int = 1, epoch: int = 0, train: bool = True, pin_memory: bool = False,
+                    custom_fields: tuple[str, ...] = ()) -> DataLoader:
     """DataLoader over a duration-bucketed sampler; ``loader.sampler`` has lhotse's state_dict/load_state_dict
     for exact mid-epoch resume and ``set_epoch``. ``pin_memory`` (for a CUDA consumer) lets batches copy to the
-    GPU asynchronously."""
+    GPU asynchronously. ``custom_fields``: supervision custom fields passed through as ``batch[name]``."""
     cfg = cfg or LoaderConfig()
     if not cuts.is_lazy and len(cuts) == 0:
         raise ValueError("the cut manifest is empty: nothing to load")
     sampler = make_sampler(cuts, cfg, seed=seed, rank=rank, world_size=world_size, train=train)
     sampler.set_epoch(epoch)
-    dataset = CaptionBatchDataset(cfg, train=train, seed=seed)
+    dataset = CaptionBatchDataset(cfg, train=train, seed=seed, custom_fields=custom_fields)
     dataset.epoch = epoch
     return DataLoader(
         dataset,

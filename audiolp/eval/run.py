@@ -86,12 +86,14 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
              tasks: list[str] | None = None, poolings=("mean",), baselines=BASELINES,
              out_dir: str | os.PathLike = "papermill_runs/records/eval", cache_dir: str | os.PathLike | None = None,
              protocol: ProbeProtocol | None = None, sed_config=None, captioning: dict | None = None,
-             log=print) -> list[dict]:
+             qa_protocol=None, log=print) -> list[dict]:
     """Probe every encoder on every task (see the module docstring); returns the records (also written).
 
     The task name "captioning" generates captions from each run's frozen encoder (and the random-init reference)
     for the registry's caption task; ``captioning`` holds keyword arguments of
-    :func:`audiolp.eval.captioning.evaluate_captioning` (task, decoding, protocol, metrics, ...)."""
+    :func:`audiolp.eval.captioning.evaluate_captioning` (task, decoding, protocol, metrics, ...).
+    Task "qa": open-form QA (``audiolp.eval.qa``, protocol ``qa_protocol``) of every run dir, and of its random
+    init when ``baselines`` has "random" (the fbank baseline has no encoder to put under an LLM)."""
     registry_path = resolve_registry(registry)
     records: list[dict] = []
     if tasks and "captioning" in tasks:  # caption generation from the frozen encoders (audiolp.eval.captioning)
@@ -99,7 +101,9 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
         tasks = [t for t in tasks if t != "captioning"]
         if not tasks:
             return records
-    specs = select_tasks(load_task_registry(registry_path), tasks)
+    qa = "qa" in (tasks or [])
+    other = [t for t in tasks or [] if t != "qa"]
+    specs = select_tasks(load_task_registry(registry_path), other or None) if (other or not qa) else []
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         raise ValueError(f"unknown baseline(s) {unknown}; use {list(BASELINES)}")
@@ -138,6 +142,28 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
                 m = rec["metrics"]
                 log(f"[evaluate] {enc_name:>16} {spec.name:>18} {pooling:>9}: {m['metric']} {m['test']:.3f} "
                     f"[{m['interval'][0]:.3f}, {m['interval'][1]:.3f}]")
+    if qa:
+        records += _evaluate_qa_runs(runs, registry_path, baselines, out_dir, qa_protocol, log)
+    return records
+
+
+def _evaluate_qa_runs(runs: dict, registry_path: Path, baselines, out_dir, qa_protocol, log) -> list[dict]:
+    """The "qa" task: one QA record per run dir (and its random init if asked), each with its text-only control."""
+    from audiolp.eval.qa import evaluate_qa
+
+    records = []
+    for name, src in runs.items():
+        if isinstance(src, nn.Module):
+            raise ValueError(f"task 'qa' trains an adapter through the trainer from a run dir; {name!r} is a module")
+        todo = [(name, False)] + ([(f"random_init_like_{name}", True)] if "random" in baselines else [])
+        for rec_name, random_init in todo:
+            rec = evaluate_qa(src, registry_path, out_dir=out_dir, protocol=qa_protocol, name=rec_name,
+                              random_init=random_init, log=log)
+            m = rec["metrics"]
+            blind = f"; text-only {m['text_only']['test']:.3f}" if "text_only" in m else ""
+            log(f"[evaluate] {rec_name:>16} {'qa':>18} {m['metric']}: {m['test']:.3f} "
+                f"[{m['interval'][0]:.3f}, {m['interval'][1]:.3f}]{blind}")
+            records.append(rec)
     return records
 
 
@@ -201,7 +227,7 @@ def table(records: list[dict]) -> str:
     tasks = list(dict.fromkeys(r["params"]["task"] for r in records))
     rows: dict[tuple, dict] = {}
     for r in records:
-        rows.setdefault((r["params"]["encoder"], r["params"]["pooling"]), {})[r["params"]["task"]] = r["metrics"]
+        rows.setdefault((r["params"]["encoder"], r["params"].get("pooling", "-")), {})[r["params"]["task"]] = r["metrics"]
     lines = ["| encoder | pooling | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
     for (enc, pool), by_task in rows.items():
         cells = [f"{by_task[t]['test']:.3f} [{by_task[t]['interval'][0]:.2f}, {by_task[t]['interval'][1]:.2f}]"

@@ -12,6 +12,7 @@ import dataclasses
 from torch import nn
 
 from audiolp.models.io import load_encoder_weights as init_encoder_from
+from audiolp.objectives.audio_qa import AudioQAConfig, AudioQAObjective
 from audiolp.objectives.base import Objective, ObjectiveOutput, coerce_config, pick_captions, seeded_choice, seeded_uniform
 from audiolp.objectives.captioning import CaptioningConfig, CaptioningObjective
 from audiolp.objectives.contrastive import ContrastiveConfig, ContrastiveObjective, infonce_loss, siglip_loss
@@ -21,6 +22,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "contrastive": ContrastiveObjective,
     "captioning": CaptioningObjective,
     "tagging": TaggingObjective,
+    "audio_qa": AudioQAObjective,  # open-form QA: adapter into a frozen LLM (eval protocol; audiolp.eval.qa)
 }
 
 
@@ -55,6 +57,6 @@ def objective_config_dict(objective: nn.Module) -> dict:
 __all__ = [
     "OBJECTIVES", "Objective", "ObjectiveOutput", "objective_class", "build_objective", "objective_config_class", "objective_config_dict",
     "init_encoder_from", "ContrastiveConfig", "ContrastiveObjective", "CaptioningConfig", "CaptioningObjective",
-    "TaggingConfig", "TaggingObjective", "infonce_loss", "siglip_loss", "seeded_uniform", "seeded_choice",
+    "TaggingConfig", "TaggingObjective", "AudioQAConfig", "AudioQAObjective", "infonce_loss", "siglip_loss", "seeded_uniform", "seeded_choice",
     "pick_captions",
 ]

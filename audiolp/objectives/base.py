@@ -30,6 +30,9 @@ class Objective(nn.Module):
     config_class: ClassVar[type]
     # Clips without a non-empty caption are left out before a run starts (they would stop it mid-way).
     requires_captions: ClassVar[bool] = False
+    # Supervision custom fields the objective reads: the loader passes each as ``batch[name]`` (one value per clip,
+    # None where a clip lacks it).
+    batch_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, encoder: nn.Module, config: Any = None):
         super().__init__()

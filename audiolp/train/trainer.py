@@ -226,7 +226,8 @@ class Trainer:
         self.unreadable_clips = 0  # clips the loader left out because their audio could not be read
         rng_state = self._load(self.resume_from) if self.resume_from is not None else None
         self.loader = make_dataloader(cuts, cfg.loader, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
-                                      epoch=self.epoch, train=True, pin_memory=self.device.type == "cuda")
+                                      epoch=self.epoch, train=True, pin_memory=self.device.type == "cuda",
+                                      custom_fields=tuple(self.objective.batch_fields))
         if self.resume_from is not None:
             restore_sampler(self.loader.sampler, self._sampler_state)
         self.stream = BatchStream(self.loader, self.epoch, self.consumed, cfg.max_epochs,
@@ -450,7 +451,7 @@ class Trainer:
         return {"features": torch.zeros(1, frames, self.cfg.loader.feature_config.num_mel_bins),
                 "feature_lens": torch.tensor([frames]), "captions": [["silence"]], "labels": [[]],
                 "sources": ["stand-in"], "domains": ["sound"], "cut_ids": ["stand-in"], "audio_seconds": 0.0,
-                "skipped_cut_ids": []}
+                "skipped_cut_ids": [], **{name: [None] for name in self.objective.batch_fields}}
 
     def _micro_weights(self, micro: list[dict]) -> tuple[list[float], float, bool]:
         """Each micro-batch's loss weight, the step's total weight over all ranks (see ``loss_weighting``), and
