@@ -92,3 +92,54 @@ def test_bootstrap_over_clips():
     s = retrieval_scores(sim, caption_clip)
     iv = retrieval_intervals([s, s], n_boot=300)
     assert iv["t2a_R@5"] == (1.0, 1.0) and iv["a2t_R@1"][0] <= 1 / 3 <= iv["a2t_R@1"][1]
+
+
+def test_audiocaps_and_clotho_retrieval_tasks(tmp_path, capsys):
+    import fixtures_downstream as fx
+    from audiolp.cli import main
+    from audiolp.data.downstream import prepare_task
+    from audiolp.data.schema import cut_captions
+    from audiolp.data.tasks import load_task_registry, load_task_split
+
+    out = tmp_path / "tasks"
+    src = fx.make_audiocaps_retrieval(tmp_path / "audiocaps" / "dataset")
+    assert main(["prepare", "task", "audiocaps_retrieval", "--source", str(src), "--out", str(out)]) == 0
+    assert "audiocaps_retrieval: test 3 clips, 15 test captions (retrieval, R@k)" in capsys.readouterr().out
+    fx.make_clotho_retrieval(tmp_path / "clotho")
+    specs, lines = prepare_task("clotho_retrieval", tmp_path / "clotho", out)
+    reg = load_task_registry(out / "tasks.json")
+    assert {n: (s.kind, sorted(s.splits)) for n, s in reg.items()} == {
+        "audiocaps_retrieval": ("retrieval", ["test"]), "clotho_retrieval": ("retrieval", ["test"])}
+    ac = {c.id: c for c in load_task_split(reg["audiocaps_retrieval"], "test", out)}
+    assert sorted(ac) == ["audiocaps/6BJ455B1aAs_0", "audiocaps/7fmOlUlwoNg_20", "audiocaps/GOD8Bt5LfDE_20"]
+    rain = ac["audiocaps/GOD8Bt5LfDE_20"]  # found as the whole video: the clip's 10 s of it
+    assert cut_captions(rain)[0] == "rain falls" and len(cut_captions(rain)) == 5
+    assert rain.start == 20.0 and rain.duration == 10.0 and rain.sampling_rate == 16_000
+    assert ac["audiocaps/6BJ455B1aAs_0"].load_audio().shape[1] == 4_000  # 0.25 s at 32 kHz, read at 16 kHz
+    cl = {c.id: c for c in load_task_split(reg["clotho_retrieval"], "test", out)}
+    assert sorted(cl) == ["clotho/evaluation/Footsteps on gravel", "clotho/evaluation/Santa Motor",
+                          "clotho/evaluation/birds, morning"]
+    assert cut_captions(cl["clotho/evaluation/birds, morning"]) == ["birds sing", "birds chirp at dawn", "many birds",
+                                                                   "birdsong", "birds call"]
+    assert "missing_audio" in lines[-1] or "without audio" in lines[-1]
+    assert "gone.wav" in (out / "missing_audio.txt").read_text()
+
+
+def test_retrieval_adapters_bad_input_is_one_clear_error(tmp_path):
+    import fixtures_downstream as fx
+    from audiolp.data.downstream import prepare_task
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty/test\.csv does not exist.*Fix: point --source"):
+        prepare_task("audiocaps_retrieval", tmp_path / "empty", tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match=r"clotho_captions_evaluation\.csv does not exist.*evaluation/"):
+        prepare_task("clotho-retrieval", tmp_path / "empty", tmp_path / "o")
+    root = fx.make_clotho_retrieval(tmp_path / "clotho")
+    for p in (root / "evaluation").iterdir():
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match=r"no audio found.*Looked in: .*evaluation.*Fix"):
+        prepare_task("clotho_retrieval", root, tmp_path / "o")
+    with pytest.raises(ValueError, match="splits"):
+        prepare_task("audiocaps_retrieval", fx.make_audiocaps_retrieval(tmp_path / "ac"), tmp_path / "o",
+                     splits=("train",))
+    assert not (tmp_path / "o" / "tasks.json").exists()
