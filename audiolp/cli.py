@@ -203,10 +203,12 @@ def cmd_evaluate(args) -> int:
     for item in args.runs:
         name, sep, path = item.partition("=")
         runs[name if sep else Path(item).name] = path if sep else item
+    from audiolp.eval.retrieval import LiTConfig
+
     protocol = ProbeProtocol(seeds=tuple(range(args.seeds)))
     records = evaluate(runs, args.registry, tasks=args.tasks, poolings=tuple(args.pooling),
                        baselines=tuple(b for b in args.baselines.split(",") if b), out_dir=args.out,
-                       protocol=protocol)
+                       protocol=protocol, lit=LiTConfig(steps=args.lit_steps))
     print(table(records))
     print(f"{len(records)} records in {args.out}")
     return 0
@@ -288,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--pooling", nargs="+", default=["mean"], choices=["mean", "attention"])
     pe.add_argument("--baselines", default="random,fbank", help="comma list of random,fbank ('' for none)")
     pe.add_argument("--seeds", type=int, default=3, help="probe seeds (the test score is their mean)")
+    pe.add_argument("--lit-steps", dest="lit_steps", type=int, default=200,
+                    help="retrieval tasks: steps of the LiT alignment (text tower + heads on the frozen encoder)")
     pe.add_argument("--out", default="papermill_runs/records/eval", help="records folder")
     pe.set_defaults(func=cmd_evaluate)
 

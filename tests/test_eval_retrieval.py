@@ -143,3 +143,145 @@ def test_retrieval_adapters_bad_input_is_one_clear_error(tmp_path):
         prepare_task("audiocaps_retrieval", fx.make_audiocaps_retrieval(tmp_path / "ac"), tmp_path / "o",
                      splits=("train",))
     assert not (tmp_path / "o" / "tasks.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# On the tiny MiniStew: a 2-step contrastive run, LiT through the trainer, zero-shot, the `audiolp evaluate` branch
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def contrastive_run(tiny_ministew, tmp_path_factory, one_torch_thread):
+    from audiolp.train.config import TrainConfig
+    from audiolp.train.trainer import train
+
+    run = tmp_path_factory.mktemp("retrieval_run") / "contrastive"
+    cfg = TrainConfig.from_preset("demo_cpu", {"objective": "contrastive", "data": str(tiny_ministew / "cuts.jsonl.gz"),
+                                               "max_steps": 2, "run_dir": str(run), "progress": False,
+                                               "loader": {"max_duration": 20.0}})
+    return train(cfg)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One records folder, embedding cache and LiT folder for the module: LiT runs are trained once."""
+    return tmp_path_factory.mktemp("retrieval_records")
+
+
+def _direct_sim(objective, cuts, texts):
+    """Similarities through the objective's own forward (fbank -> encoder -> pooled projection), not the cache."""
+    import torch
+
+    from lhotse import CutSet
+
+    from audiolp.data.loader import LoaderConfig, make_dataloader
+
+    loader = make_dataloader(CutSet.from_cuts(cuts), LoaderConfig(max_duration=300.0, num_buckets=1, shuffle=False,
+                                                spec_augment=False), train=False)
+    audio = {}
+    with torch.no_grad():
+        for batch in loader:
+            emb = objective.embed_audio(batch["features"], batch["feature_lens"])
+            audio.update(zip(batch["cut_ids"], emb.numpy()))
+        text = objective.embed_text(texts).numpy()
+    return np.stack([audio[c.id] for c in cuts]) @ text.T
+
+
+def test_retrieval_own_heads_and_lit_records(tiny_ministew, contrastive_run, shared, monkeypatch):
+    import audiolp.eval.retrieval as R
+    from audiolp.data.schema import cut_captions
+    from audiolp.data.tasks import load_task_registry, load_task_split
+    from audiolp.models.io import load_weights
+
+    spec = load_task_registry(tiny_ministew / "tasks.json")["retrieval"]
+    cuts = list(load_task_split(spec, "test", tiny_ministew))
+    n_caps = sum(len(cut_captions(c)) for c in cuts)
+    lit = R.LiTConfig(steps=3)
+    logs = []
+    recs = R.evaluate_retrieval(contrastive_run, tiny_ministew, "retrieval", lit=lit, out_dir=shared, n_boot=300,
+                                progress=False, log=logs.append)
+    assert [r["params"]["protocol"] for r in recs] == ["own_heads", "lit"]
+    for r in recs:
+        m = r["metrics"]
+        assert (m["n_clips"], m["n_captions"]) == (len(cuts), n_caps) == (18, 58)
+        assert m["metric"] == "t2a_R@1" and m["test"] == m["t2a_R@1"]
+        assert m["interval"][0] <= m["test"] <= m["interval"][1] and m["t2a_MRR@10"] == m["t2a_mAP@10"]
+    assert recs[1]["params"]["alignment_data"].endswith("tasks/retrieval/train.jsonl.gz")
+    # LiT went through the one trainer: a contrastive run with a frozen encoder that left it bit-identical
+    (lit_run,) = (shared / ".lit").glob("lit-*")
+    cfg = json.loads((lit_run / "config.json").read_text())
+    assert cfg["objective"] == "contrastive" and cfg["freeze_encoder"] and cfg["max_steps"] == 3
+    assert cfg["init_from"] == str(contrastive_run / "encoder.safetensors") and cfg["text_model"] == "minilm"
+    before, after = load_weights(contrastive_run / "encoder.safetensors"), load_weights(lit_run / "encoder.safetensors")
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+    # ... and its heads are new: they score differently from the run's own heads
+    own, aligned = R.load_run_objective(contrastive_run), R.load_run_objective(lit_run)
+    assert not np.allclose(own.text_proj[0].weight.numpy(), aligned.text_proj[0].weight.numpy())
+    # The record is what the heads give, and the cached-frame path equals the objective's own forward
+    texts = [c for cut in cuts for c in cut_captions(cut)]
+    sim = _direct_sim(aligned, cuts, texts)
+    frames = R.EmbeddingCache(shared / ".embeddings").get(aligned.encoder, cuts)
+    cached = R.embed_audio(aligned, frames) @ R.embed_texts(aligned, texts, progress=False).T
+    assert np.abs(cached - sim).max() < 2e-2
+    expect = R.retrieval_scores(cached, np.repeat(np.arange(len(cuts)), [len(cut_captions(c)) for c in cuts]))
+    assert {k: recs[1]["metrics"][k] for k in expect.metrics} == pytest.approx(expect.metrics)
+    # A rerun with the same params reads the records back: nothing trained, nothing embedded
+    monkeypatch.setattr(R, "lit_align", lambda *a, **k: pytest.fail("LiT retrained"))
+    monkeypatch.setattr(R, "score_retrieval", lambda *a, **k: pytest.fail("rescored"))
+    again = R.evaluate_retrieval(contrastive_run, tiny_ministew, "retrieval", lit=lit, out_dir=shared, n_boot=300,
+                                 log=logs.append)
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in recs]
+    with pytest.raises(ValueError, match="is multiclass, not retrieval"):
+        R.evaluate_retrieval(contrastive_run, tiny_ministew, "sound_event", out_dir=shared)
+
+
+def test_zero_shot_from_prompts(tiny_ministew, contrastive_run, shared):
+    import audiolp.eval.retrieval as R
+    from audiolp.data.tasks import load_task_registry, load_task_split
+
+    lit = R.LiTConfig(steps=3)  # the LiT run of the retrieval test is reused (same config, same encoder)
+    recs = R.evaluate_zero_shot(contrastive_run, tiny_ministew, ["sound_event"], lit=lit, out_dir=shared, n_boot=300,
+                                template="a recording of {label}", log=lambda *a: None)
+    assert len(list((shared / ".lit").glob("lit-*"))) == 1
+    assert [(r["params"]["task"], r["params"]["protocol"]) for r in recs] == [("sound_event", "own_heads"),
+                                                                            ("sound_event", "lit")]
+    spec = load_task_registry(tiny_ministew / "tasks.json")["sound_event"]
+    cuts = list(load_task_split(spec, "test", tiny_ministew))
+    y = np.array([spec.labels.index(c.supervisions[0].custom["labels"][0]) for c in cuts])
+    for rec, obj in zip(recs, (R.load_run_objective(contrastive_run), R.load_run_objective(next((shared / ".lit").glob("lit-*"))))):
+        m = rec["metrics"]
+        sim = _direct_sim(obj, cuts, [f"a recording of {lab}" for lab in spec.labels])
+        top2 = np.sort(sim, 1)[:, -2:]
+        sure = top2[:, 1] - top2[:, 0] > 2e-2  # clips whose prediction fp16 frames cannot flip
+        pred_ok = sim.argmax(1) == y
+        n_ok = round(m["test"] * m["n_test"])
+        assert m["n_test"] == len(cuts) == 24 and m["chance"] == 0.25
+        assert pred_ok[sure].sum() <= n_ok <= pred_ok[sure].sum() + (~sure).sum()
+        assert m["interval"][0] <= m["test"] <= m["interval"][1]
+    with pytest.raises(ValueError, match="no '\\{label\\}' placeholder"):
+        R.evaluate_zero_shot(contrastive_run, tiny_ministew, ["sound_event"], template="a sound", out_dir=shared)
+
+
+def test_random_init_reference_and_evaluate_command(tiny_ministew, contrastive_run, tmp_path, capsys):
+    import audiolp.eval.retrieval as R
+    from audiolp.cli import main
+
+    out = tmp_path / "records"
+    assert main(["evaluate", f"clap={contrastive_run}", "--registry", str(tiny_ministew / "tasks.json"), "--tasks",
+                 "retrieval", "--baselines", "random,fbank", "--lit-steps", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| clap | own_heads |" in printed and "| random_init | lit |" in printed and "| fbank |" not in printed
+    assert sorted(p.name for p in out.glob("*.json")) == [
+        "retrieval__clap__retrieval__lit.json", "retrieval__clap__retrieval__own_heads.json",
+        "retrieval__random_init__retrieval__lit.json"]
+    rnd = json.loads((out / "retrieval__random_init__retrieval__lit.json").read_text())
+    assert rnd["params"]["lit"]["steps"] == 2 and rnd["params"]["encoder_fingerprint"] != json.loads(
+        (out / "retrieval__clap__retrieval__lit.json").read_text())["params"]["encoder_fingerprint"]
+    # encoder=None: init_from none, the trainer draws the random encoder of the run's architecture (seeded by LiT)
+    with pytest.raises(ValueError, match="needs encoder_config"):
+        R.evaluate_retrieval(None, tiny_ministew, out_dir=tmp_path / "n")
+    (rec,) = R.evaluate_retrieval(None, tiny_ministew, encoder_config=contrastive_run, lit=R.LiTConfig(steps=2),
+                                  out_dir=tmp_path / "n", n_boot=200, log=lambda *a: None)
+    (lit_run,) = (tmp_path / "n" / ".lit").glob("lit-*")
+    assert json.loads((lit_run / "config.json").read_text())["init_from"] is None
+    assert rec["params"]["protocol"] == "lit" and rec["params"]["encoder_fingerprint"].startswith("random:")
+    assert json.loads((lit_run / "encoder_config.json").read_text()) == json.loads(
+        (contrastive_run / "encoder_config.json").read_text())

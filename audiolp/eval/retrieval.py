@@ -263,7 +263,7 @@ def lit_train_config(init_from: str | None, encoder_config: dict, data: str | os
     overrides = {"objective": "contrastive", "data": str(data), "init_from": init_from, "freeze_encoder": True,
                  "max_steps": lit.steps, "seed": int(seed), "run_dir": str(run_dir), "progress": False,
                  "text_model": lit.text_model, "model_overrides": arch, "checkpoint_every": lit.steps,
-                 "keep_last": 1, "log_every": max(1, min(50, lit.steps)), "objective_config": objective_config}
+                 "keep_last": 1, "log_every": max(1, min(50, lit.steps // 5)), "objective_config": objective_config}
     overrides = _merge(overrides, lit.overrides)
     cfg = TrainConfig.from_preset(lit.preset_name(), overrides)
     if attention_scaling_for(cfg.optim.name) != scaling:
@@ -321,6 +321,7 @@ def lit_align(encoder: str | os.PathLike | nn.Module | None, data: str | os.Path
             raise ValueError("a random-init LiT reference needs encoder_config (an encoder_config.json dict)")
         init, arch, fp = None, dict(encoder_config), "random"
     cfg = lit_train_config(init, arch, data, work_dir / "pending", lit, seed)
+    cfg.loader.num_buckets = min(cfg.loader.num_buckets, _count_up_to(data, cfg.loader.num_buckets))
     key = {k: v for k, v in cfg.to_dict().items() if k not in ("run_dir", "progress")}
     run_dir = work_dir / f"lit-{_hash({'config': key, 'weights': fp})}"
     cfg.run_dir = str(run_dir)
@@ -330,6 +331,25 @@ def lit_align(encoder: str | os.PathLike | nn.Module | None, data: str | os.Path
             f"seed {seed}, {lit.steps} steps, data {data}) in {run_dir}")
         train(cfg)
     return load_run_objective(run_dir)
+
+
+def _count_up_to(manifest: str | os.PathLike, limit: int) -> int:
+    """The number of cuts in ``manifest``, counted lazily up to ``limit`` (a small alignment split, e.g. MiniStew
+    tiny's 8 clips, needs fewer duration buckets than the preset's)."""
+    from lhotse import CutSet
+
+    from audiolp.data.schema import load_manifest, shar_metadata
+
+    path = Path(manifest)
+    cuts = CutSet.from_jsonl_lazy(path) if path.is_file() else (shar_metadata(path) or load_manifest(path))
+    n = 0
+    for _ in cuts:
+        n += 1
+        if n >= limit:
+            break
+    if n == 0:
+        raise ValueError(f"alignment data {path} holds no clips; give a caption cut manifest")
+    return n
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -85,8 +85,10 @@ def random_init_like(run_dir: str | os.PathLike) -> nn.Module:
 def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.PathLike | None = None,
              tasks: list[str] | None = None, poolings=("mean",), baselines=BASELINES,
              out_dir: str | os.PathLike = "papermill_runs/records/eval", cache_dir: str | os.PathLike | None = None,
-             protocol: ProbeProtocol | None = None, sed_config=None, log=print) -> list[dict]:
-    """Probe every encoder on every task (see the module docstring); returns the records (also written)."""
+             protocol: ProbeProtocol | None = None, sed_config=None, lit=None, log=print) -> list[dict]:
+    """Probe every encoder on every task (see the module docstring); returns the records (also written).
+    A task of kind retrieval is scored by ``audiolp.eval.retrieval`` (own heads of a contrastive run, and LiT
+    heads aligned with ``lit``, a ``LiTConfig``) instead of a probe."""
     registry_path = resolve_registry(registry)
     specs = select_tasks(load_task_registry(registry_path), tasks)
     unknown = sorted(set(baselines) - set(BASELINES))
@@ -111,6 +113,10 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
     for enc_name, (encoder, source) in encoders.items():
         fingerprint = cache.fingerprint(encoder)
         for spec in specs:
+            if spec.kind == "retrieval":
+                records += _retrieval_records(enc_name, runs.get(enc_name, encoder), spec, registry_path, out_dir,
+                                              cache, proto, lit, log)
+                continue
             for pooling in (poolings if spec.kind in PROBE_KINDS else ("frames",)):
                 params = {"encoder": enc_name, "source": source, "encoder_fingerprint": fingerprint,
                           "task": spec.name, "kind": spec.kind, "pooling": pooling, "registry": str(registry_path),
@@ -129,6 +135,19 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
                 log(f"[evaluate] {enc_name:>16} {spec.name:>18} {pooling:>9}: {m['metric']} {m['test']:.3f} "
                     f"[{m['interval'][0]:.3f}, {m['interval'][1]:.3f}]")
     return records
+
+
+def _retrieval_records(enc_name: str, encoder, spec: TaskSpec, registry_path: Path, out_dir, cache: EmbeddingCache,
+                       proto: ProbeProtocol, lit, log) -> list[dict]:
+    """A retrieval task: ``audiolp.eval.retrieval.evaluate_retrieval`` (a run dir: own heads + LiT; a module:
+    LiT); the fbank reference has no encoder to align heads on."""
+    from audiolp.eval.retrieval import evaluate_retrieval
+
+    if isinstance(encoder, FbankFrames):
+        log(f"[evaluate] {enc_name:>16} {spec.name:>18}: skipped (retrieval aligns heads on an encoder)")
+        return []
+    return evaluate_retrieval(encoder, registry_path, spec.name, name=enc_name, lit=lit, out_dir=out_dir, cache=cache,
+                              n_boot=proto.n_boot, log=log)
 
 
 def _evaluate_one(encoder, spec: TaskSpec, registry_path: Path, pooling: str, cache: EmbeddingCache,
