@@ -197,14 +197,13 @@ def preflight(cfg) -> None:
 
 def cmd_evaluate(args) -> int:
     from audiolp.eval.linear import ProbeProtocol
+    from audiolp.eval.retrieval import LiTConfig
     from audiolp.eval.run import evaluate, table
 
     runs = {}
     for item in args.runs:
         name, sep, path = item.partition("=")
         runs[name if sep else Path(item).name] = path if sep else item
-    from audiolp.eval.retrieval import LiTConfig
-
     protocol = ProbeProtocol(seeds=tuple(range(args.seeds)))
     records = evaluate(runs, args.registry, tasks=args.tasks, poolings=tuple(args.pooling),
                        baselines=tuple(b for b in args.baselines.split(",") if b), out_dir=args.out,
@@ -282,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--set", action="append", help="KEY=VALUE override of any TrainConfig field (dotted)")
     pt.set_defaults(func=cmd_pretrain)
 
-    pe = sub.add_parser("evaluate", help="linear probes (and SED) of frozen encoders on a task registry, with the "
-                                         "random-init and fbank references; one results record per encoder x task")
+    pe = sub.add_parser("evaluate", help="linear probes (SED; retrieval with own / LiT heads) of frozen encoders on "
+                                         "a task registry, with the random-init and fbank references; one results "
+                                         "record per encoder x task")
     pe.add_argument("runs", nargs="+", help="pretraining run dirs (NAME=DIR to name one)")
     pe.add_argument("--tasks", nargs="+", default=["minibench"], help="task names of the registry, or minibench/all")
     pe.add_argument("--registry", help="tasks.json (default: data/ministew_full, else data/ministew_tiny)")

@@ -246,7 +246,8 @@ def test_zero_shot_from_prompts(tiny_ministew, contrastive_run, shared):
     spec = load_task_registry(tiny_ministew / "tasks.json")["sound_event"]
     cuts = list(load_task_split(spec, "test", tiny_ministew))
     y = np.array([spec.labels.index(c.supervisions[0].custom["labels"][0]) for c in cuts])
-    for rec, obj in zip(recs, (R.load_run_objective(contrastive_run), R.load_run_objective(next((shared / ".lit").glob("lit-*"))))):
+    (lit_run,) = (shared / ".lit").glob("lit-*")
+    for rec, obj in zip(recs, (R.load_run_objective(contrastive_run), R.load_run_objective(lit_run))):
         m = rec["metrics"]
         sim = _direct_sim(obj, cuts, [f"a recording of {lab}" for lab in spec.labels])
         top2 = np.sort(sim, 1)[:, -2:]

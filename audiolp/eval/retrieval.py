@@ -218,7 +218,8 @@ def load_run_objective(run_dir: str | os.PathLike, checkpoint: str = "latest") -
         if not (run_dir / need).is_file():
             raise FileNotFoundError(f"{run_dir / need} does not exist: give the run dir of an audiolp training run")
     cfg = TrainConfig.load(run_dir / "config.json")
-    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR) if checkpoint == "latest" else run_dir / CHECKPOINT_DIR / checkpoint
+    root = run_dir / CHECKPOINT_DIR
+    ckpt = latest_checkpoint(root) if checkpoint == "latest" else root / checkpoint
     if ckpt is None or not (ckpt / "model.safetensors").is_file():
         raise FileNotFoundError(f"{run_dir / CHECKPOINT_DIR} holds no checkpoint with model.safetensors; the heads of "
                                 "a run live there (train it first, or keep at least one checkpoint)")
@@ -327,7 +328,8 @@ def lit_align(encoder: str | os.PathLike | nn.Module | None, data: str | os.Path
     cfg.run_dir = str(run_dir)
     done = run_dir / "results.json"
     if not (done.is_file() and json.loads(done.read_text()).get("completed")):
-        log(f"[lit] aligning {lit.text_model} + heads on the frozen encoder ({encoder if not isinstance(encoder, nn.Module) else 'module'}, "
+        what = "module" if isinstance(encoder, nn.Module) else encoder or "random init"
+        log(f"[lit] aligning {lit.text_model} + heads on the frozen encoder ({what}, "
             f"seed {seed}, {lit.steps} steps, data {data}) in {run_dir}")
         train(cfg)
     return load_run_objective(run_dir)
@@ -541,7 +543,8 @@ def evaluate_retrieval(encoder: str | os.PathLike | nn.Module | None, registry: 
                        task: str = "retrieval", *, name: str | None = None, protocols=PROTOCOLS,
                        lit: LiTConfig | None = None, alignment_data: str | os.PathLike | None = None,
                        out_dir: str | os.PathLike = "papermill_runs/records/eval",
-                       cache: EmbeddingCache | str | os.PathLike | None = None, lit_dir: str | os.PathLike | None = None,
+                       cache: EmbeddingCache | str | os.PathLike | None = None,
+                       lit_dir: str | os.PathLike | None = None,
                        encoder_config: dict | str | os.PathLike | None = None, n_boot: int = 2000,
                        progress: bool = True, log=print) -> list[dict]:
     """Audio-text retrieval on the test split of registry task ``task`` (kind retrieval), one record per protocol
@@ -601,7 +604,8 @@ def evaluate_zero_shot(encoder: str | os.PathLike | nn.Module | None, registry: 
                        template: str = DEFAULT_TEMPLATE, lit: LiTConfig | None = None,
                        alignment_data: str | os.PathLike | None = None, alignment_task: str = "retrieval",
                        out_dir: str | os.PathLike = "papermill_runs/records/eval",
-                       cache: EmbeddingCache | str | os.PathLike | None = None, lit_dir: str | os.PathLike | None = None,
+                       cache: EmbeddingCache | str | os.PathLike | None = None,
+                       lit_dir: str | os.PathLike | None = None,
                        encoder_config: dict | str | os.PathLike | None = None, n_boot: int = 2000,
                        log=print) -> list[dict]:
     """Zero-shot classification from class-name prompts (``template``, e.g. "the sound of {label}") on every
