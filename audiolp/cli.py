@@ -197,6 +197,7 @@ def preflight(cfg) -> None:
 
 def cmd_evaluate(args) -> int:
     from audiolp.eval.linear import ProbeProtocol
+    from audiolp.eval.retrieval import LiTConfig
     from audiolp.eval.run import evaluate, table
 
     runs = {}
@@ -213,7 +214,8 @@ def cmd_evaluate(args) -> int:
             captioning["metrics"] = tuple(m for m in args.caption_metrics.split(",") if m)
     records = evaluate(runs, args.registry, tasks=args.tasks, poolings=tuple(args.pooling),
                        baselines=tuple(b for b in args.baselines.split(",") if b), out_dir=args.out,
-                       protocol=protocol, captioning=captioning)
+                       protocol=protocol, captioning=captioning,
+                       lit=LiTConfig(steps=args.lit_steps))
     print(table(records))
     print(f"{len(records)} records in {args.out}")
     return 0
@@ -303,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--set", action="append", help="KEY=VALUE override of any TrainConfig field (dotted)")
     pt.set_defaults(func=cmd_pretrain)
 
-    pe = sub.add_parser("evaluate", help="linear probes (and SED) of frozen encoders on a task registry, with the "
-                                         "random-init and fbank references; one results record per encoder x task")
+    pe = sub.add_parser("evaluate", help="linear probes (SED; retrieval with own / LiT heads) of frozen encoders on "
+                                         "a task registry, with the random-init and fbank references; one results "
+                                         "record per encoder x task")
     pe.add_argument("runs", nargs="+", help="pretraining run dirs (NAME=DIR to name one)")
     pe.add_argument("--tasks", nargs="+", default=["minibench"],
                     help="task names of the registry, or minibench/all; captioning = caption generation; "
@@ -318,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--caption-metrics", dest="caption_metrics", default="",
                     help="task captioning: comma list of bleu_4,meteor,rouge_l,cider_d,spice,spider (default: all; "
                          "those that cannot run here are skipped and named in the record)")
+    pe.add_argument("--lit-steps", dest="lit_steps", type=int, default=200,
+                    help="retrieval tasks: steps of the LiT alignment (text tower + heads on the frozen encoder)")
     pe.add_argument("--out", default="papermill_runs/records/eval", help="records folder")
     pe.set_defaults(func=cmd_evaluate)
 

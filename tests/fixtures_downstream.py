@@ -188,7 +188,47 @@ def make_vggsound(root: Path) -> Path:
     return root
 
 
+def make_audiocaps_retrieval(root: Path) -> Path:
+    """AudioCaps as the repository ships its csvs (dataset/{train,val,test}.csv, one row per caption, 5 rows per
+    test clip) with the test audio downloaded by YouTube id: a plain ``<ytid>.wav``, AudioSet's
+    ``Y<ytid>_<start>.000_<end>.000.flac`` and the whole video ``Y<ytid>.wav`` (cut to the clip); one test clip has
+    no audio; the train split's audio is absent (as in most copies)."""
+    header = ["audiocap_id", "youtube_id", "start_time", "caption"]
+    clips = [("7fmOlUlwoNg", 20, ["a man speaks", "a man talks calmly", "a person speaking", "male speech",
+                                  "a man speaks while birds chirp"]),
+             ("6BJ455B1aAs", 0, ["a dog barks", "dogs bark loudly", "barking", "a dog barks twice", "a puppy yelps"]),
+             ("GOD8Bt5LfDE", 20, ["rain falls", "heavy rain", "rain on a roof", "raindrops patter", "a storm"]),
+             ("noaudio0000", 30, ["wind blows", "wind", "a gust of wind", "wind noise", "breeze"])]
+    rows, n = [], 100
+    for ytid, start, caps in clips:
+        for cap in caps:
+            rows.append([n, ytid, start, cap])
+            n += 1
+    write_csv(root / "test.csv", header, rows)
+    write_csv(root / "train.csv", header, [[1, "trainonly00", 0, "a cat meows"]])
+    tone(root / "audio" / "test" / "7fmOlUlwoNg.wav", 44_100, freq=300)
+    tone(root / "audio" / "test" / "Y6BJ455B1aAs_0.000_10.000.flac", 32_000, freq=500)
+    tone(root / "audio" / "test" / "YGOD8Bt5LfDE.wav", 16_000, seconds=32.0, freq=700)  # the whole video
+    return root
+
+
+def make_clotho_retrieval(root: Path) -> Path:
+    """Clotho v2.1 as its Zenodo archives unpack: clotho_captions_evaluation.csv and evaluation/*.wav (44.1 kHz, names
+    with spaces and commas), plus the development csv without its audio; one evaluation row has no audio."""
+    header = ["file_name"] + [f"caption_{i}" for i in range(1, 6)]
+    rows = [["Santa Motor.wav", "a motor hums", "an engine idles", "a machine runs", "a motor whirs", "engine noise"],
+            ["birds, morning.wav", "birds sing", "birds chirp at dawn", "many birds", "birdsong", "birds call"],
+            ["Footsteps on gravel.wav", "someone walks", "steps on gravel", "footsteps", "a person walks", "walking"],
+            ["gone.wav", "a", "b", "c", "d", "e"]]
+    write_csv(root / "clotho_captions_evaluation.csv", header, rows)
+    write_csv(root / "clotho_captions_development.csv", header, [["dev.wav", "x", "y", "z", "u", "v"]])
+    for i, row in enumerate(rows[:-1]):
+        tone(root / "evaluation" / row[0], 44_100, freq=250 + 150 * i)
+    return root
+
+
 MAKERS = {"esc50": make_esc50, "urbansound8k": make_urbansound8k, "fsd50k": make_fsd50k, "voxceleb1": make_voxceleb1,
           "cremad": make_cremad, "magnatagatune": make_magnatagatune, "nsynth": make_nsynth, "gtzan": make_gtzan,
           "vocalsound": make_vocalsound, "libricount": make_libricount, "audioset_strong": make_audioset_strong,
-          "vggsound": make_vggsound}
+          "vggsound": make_vggsound, "audiocaps_retrieval": make_audiocaps_retrieval,
+          "clotho_retrieval": make_clotho_retrieval}

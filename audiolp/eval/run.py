@@ -86,14 +86,16 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
              tasks: list[str] | None = None, poolings=("mean",), baselines=BASELINES,
              out_dir: str | os.PathLike = "papermill_runs/records/eval", cache_dir: str | os.PathLike | None = None,
              protocol: ProbeProtocol | None = None, sed_config=None, captioning: dict | None = None,
-             qa_protocol=None, log=print) -> list[dict]:
+             qa_protocol=None, lit=None, log=print) -> list[dict]:
     """Probe every encoder on every task (see the module docstring); returns the records (also written).
 
     The task name "captioning" generates captions from each run's frozen encoder (and the random-init reference)
     for the registry's caption task; ``captioning`` holds keyword arguments of
     :func:`audiolp.eval.captioning.evaluate_captioning` (task, decoding, protocol, metrics, ...).
     Task "qa": open-form QA (``audiolp.eval.qa``, protocol ``qa_protocol``) of every run dir, and of its random
-    init when ``baselines`` has "random" (the fbank baseline has no encoder to put under an LLM)."""
+    init when ``baselines`` has "random" (the fbank baseline has no encoder to put under an LLM).
+    A task of kind retrieval is scored by ``audiolp.eval.retrieval`` (own heads of a contrastive run, and LiT
+    heads aligned with ``lit``, a ``LiTConfig``) instead of a probe."""
     registry_path = resolve_registry(registry)
     records: list[dict] = []
     if tasks and "captioning" in tasks:  # caption generation from the frozen encoders (audiolp.eval.captioning)
@@ -125,6 +127,10 @@ def evaluate(runs: dict[str, str | os.PathLike | nn.Module], registry: str | os.
     for enc_name, (encoder, source) in encoders.items():
         fingerprint = cache.fingerprint(encoder)
         for spec in specs:
+            if spec.kind == "retrieval":
+                records += _retrieval_records(enc_name, runs.get(enc_name, encoder), spec, registry_path, out_dir,
+                                              cache, proto, lit, log)
+                continue
             for pooling in (poolings if spec.kind in PROBE_KINDS else ("frames",)):
                 params = {"encoder": enc_name, "source": source, "encoder_fingerprint": fingerprint,
                           "task": spec.name, "kind": spec.kind, "pooling": pooling, "registry": str(registry_path),
@@ -188,6 +194,19 @@ def _captioning(runs: dict, registry_path: Path, baselines, out_dir, options: di
             f"{k} {m[k]['value']:.3f}" for k in rec["params"]["metrics"] if k in m))
         out.append(rec)
     return out
+
+
+def _retrieval_records(enc_name: str, encoder, spec: TaskSpec, registry_path: Path, out_dir, cache: EmbeddingCache,
+                       proto: ProbeProtocol, lit, log) -> list[dict]:
+    """A retrieval task: ``audiolp.eval.retrieval.evaluate_retrieval`` (a run dir: own heads + LiT; a module:
+    LiT); the fbank reference has no encoder to align heads on."""
+    from audiolp.eval.retrieval import evaluate_retrieval
+
+    if isinstance(encoder, FbankFrames):
+        log(f"[evaluate] {enc_name:>16} {spec.name:>18}: skipped (retrieval aligns heads on an encoder)")
+        return []
+    return evaluate_retrieval(encoder, registry_path, spec.name, name=enc_name, lit=lit, out_dir=out_dir, cache=cache,
+                              n_boot=proto.n_boot, log=log)
 
 
 def _evaluate_one(encoder, spec: TaskSpec, registry_path: Path, pooling: str, cache: EmbeddingCache,

@@ -11,8 +11,9 @@ import inspect
 from pathlib import Path
 from typing import Callable
 
-from audiolp.data.downstream import (audioset_strong, cremad, esc50, fsd50k, gtzan, libricount, magnatagatune, nsynth,
-                                     urbansound8k, user, vggsound, vocalsound, voxceleb1)
+from audiolp.data.downstream import (audiocaps_retrieval, audioset_strong, clotho_retrieval, cremad, esc50, fsd50k,
+                                     gtzan, libricount, magnatagatune, nsynth, urbansound8k, user, vggsound, vocalsound,
+                                     voxceleb1)
 from audiolp.data.downstream.common import DownstreamLoad, TaskDef, write_tasks  # noqa: F401
 from audiolp.data.sources.common import parallel_headers, resolve_pending
 
@@ -29,6 +30,8 @@ ADAPTERS: dict[str, Callable[..., DownstreamLoad]] = {
     "libricount": libricount.load,
     "audioset_strong": audioset_strong.load,
     "vggsound": vggsound.load,
+    "audiocaps_retrieval": audiocaps_retrieval.load,
+    "clotho_retrieval": clotho_retrieval.load,
     "folder": user.load_folder,
     "manifest": user.load_manifest_task,
 }

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from lhotse.cut import Cut
 
-from audiolp.data.schema import cut_labels, save_manifest
+from audiolp.data.schema import cut_captions, cut_labels, save_manifest
 from audiolp.data.sources.common import SPLIT, SourceLoad, add_clip, resolve_pending
 from audiolp.data.tasks import TaskSpec, load_task_registry, write_task_registry
 
@@ -178,7 +178,9 @@ def write_tasks(dl: DownstreamLoad, out_dir: str | os.PathLike) -> tuple[dict[st
         specs[t.name] = TaskSpec(name=t.name, kind=t.kind, metric=t.metric, labels=list(t.labels), splits=splits,
                                  description=t.description, domain=t.domain)
         counts = " / ".join(f"{s} {len(parts[s])}" for s in parts if parts[s])
-        lines.append(f"{t.name}: {counts} clips, {len(t.labels)} classes ({t.kind}, {t.metric})")
+        what = (f"{sum(len(cut_captions(c)) for c in parts['test'])} test captions" if t.kind == "retrieval"
+                else f"{len(t.labels)} classes")
+        lines.append(f"{t.name}: {counts} clips, {what} ({t.kind}, {t.metric})")
     registry = out_dir / "tasks.json"
     merged = _merge_registry(registry)
     merged.update(specs)
