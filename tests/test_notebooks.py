@@ -26,7 +26,8 @@ def _params(corpus: Path, out: Path) -> dict:
 # Small on purpose: 9 runs in all (03 adds 1M to 01's full-scale runs; 04 reuses contrastive@1M and @full).
 EXTRA = {"03_scaling": {"scales": "1M,full"},
          "04_init_ablation": {"scales": "400K,1M,full", "objectives": "contrastive"},
-         "05_caption_tsne": {"max_points": 120}}
+         "05_caption_tsne": {"max_points": 120},
+         "06_language_tasks": {"lit_steps": 2, "decoder_steps": 2, "qa_steps": 2, "qa_questions_per_type": 2}}
 
 
 def _execute(name: str, params: dict, out: Path, cwd: Path):
@@ -59,7 +60,7 @@ def test_every_notebook_leaves_records_and_figures(executed):
 
     records = read_records(executed / "runs" / "records")
     kinds = {r["kind"] for r in records}
-    assert {"pretrain", "probe", "tsne"} <= kinds
+    assert {"pretrain", "probe", "tsne", "retrieval", "captioning", "qa"} <= kinds
     probes = [r for r in records if r["kind"] == "probe"]
     encoders = {r["params"]["encoder"] for r in probes}
     # 01/02 at full, 03 at three scales, 04 tagging-initialised runs, and both references
@@ -75,7 +76,7 @@ def test_every_notebook_leaves_records_and_figures(executed):
     figs = executed / "figures"
     for stem in ("01_objective_gap_full", "02_pooling_gap_full", "02_attention_probe_full", "03_scaling",
                  "04_init_ablation_contrastive", "05_tsne_captions_by_source",
-                 "05_tsne_clips_by_domain"):
+                 "05_tsne_clips_by_domain", "06_language_tasks"):
         for ext in (".png", ".pdf"):
             assert (figs / f"{stem}{ext}").stat().st_size > 1000, stem
     for name in NOTEBOOKS:
@@ -116,3 +117,26 @@ def test_a_bad_parameter_fails_in_the_first_cell_with_its_message(tiny_ministew,
     # code cells: parameters, the injected parameters, the setup (which checks every parameter first)
     assert failed and failed[0] == 2
     assert not (tmp_path / "runs" / "runs").exists()  # nothing trained
+
+
+def test_widgets_build_on_the_study_outputs(executed, tiny_ministew):
+    """The JupyterLab explorers assemble from the records and runs (display needs a browser; the data does not)."""
+    import ipywidgets as w
+    import numpy as np
+
+    from audiolp.study.experiments import Study
+    from audiolp.study.widgets import ClipIndex, embed_task, nearest, nearest_point, retrieval_explorer, tsne_explorer
+
+    assert nearest(np.array([1.0, 0.0]), np.array([[0.0, 1.0], [2.0, 0.1], [1.0, 1.0]]), k=2)[0][0] == 1
+    assert nearest_point(0.9, 1.1, [0, 1, 5], [0, 1, 5]) == 1
+    p = _params(tiny_ministew, executed)
+    study = Study.from_parameters(corpus=p["corpus"], steps=p["steps"], tasks=p["tasks"], probe=p["probe"],
+                                  out=p["out"], figures=p["figures"], device="cpu")
+    index = ClipIndex.from_registry(study.registry)
+    data = embed_task(study, "contrastive@full")
+    assert data["audio"].shape[0] == len(data["clip_ids"]) and data["text"].shape[0] == len(data["captions"])
+    assert all(Path(index.clip(c)[0]).exists() for c in data["clip_ids"])
+    assert isinstance(retrieval_explorer(study, "contrastive@full"), w.VBox)
+    assert isinstance(tsne_explorer(study), w.VBox)
+    with pytest.raises(ValueError, match="contrastive run"):
+        embed_task(study, "captioning@full")

@@ -148,3 +148,21 @@ def human(n: float) -> str:
         if abs(n) >= div:
             return f"{n / div:.3g}{unit}"
     return f"{n:.3g}"
+
+
+LANGUAGE_KINDS = ("retrieval", "captioning", "qa")
+
+
+def language_score(record: dict) -> tuple[str, Score] | None:
+    """(panel name, Score) of a language-task record: retrieval -> text-to-audio R@1 (per protocol: own heads /
+    LiT), captioning -> CIDEr-D (per decoder: own / trained on the frozen encoder), QA -> exact match."""
+    kind, m, p = record.get("kind"), record.get("metrics", {}), record.get("params", {})
+    if kind == "retrieval":
+        return f"retrieval {p.get('task')} t2a R@1 ({p.get('protocol')})", Score(m["test"], *m["interval"])
+    if kind == "captioning" and "cider_d" in m:
+        decoder = p.get("protocol", {}).get("decoder", "")
+        return (f"captioning {p.get('task')} CIDEr-D ({'own decoder' if decoder == 'own' else 'frozen-encoder decoder'})",
+                Score(m["cider_d"]["value"], *m["cider_d"]["interval"]))
+    if kind == "qa":
+        return "QA exact match", Score(m["test"], *m["interval"])
+    return None

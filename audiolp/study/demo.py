@@ -36,10 +36,12 @@ PLANS = {
     "quick": DemoPlan(profile="tiny", steps=6, scales="1M,4M,full", probe={"seeds": [0], "learning_rates": [1e-2],
                                                                              "weight_decays": [1e-4], "epochs": 2,
                                                                              "min_steps": 10, "n_boot": 200},
-                      max_points=200),
+                      max_points=200, extra={"06_language_tasks": {"lit_steps": 3, "decoder_steps": 3, "qa_steps": 3,
+                                                                    "qa_questions_per_type": 3}}),
 }
 
-NOTEBOOKS = ("01_objective_gap", "02_pooling_sensitivity", "03_scaling", "04_init_ablation", "05_caption_tsne")
+NOTEBOOKS = ("01_objective_gap", "02_pooling_sensitivity", "03_scaling", "04_init_ablation", "05_caption_tsne",
+             "06_language_tasks")
 
 
 def notebook_parameters(name: str, plan: DemoPlan, out: Path, figures: Path) -> dict:

@@ -472,3 +472,45 @@ def init_report(records: list[dict], objectives=("contrastive", "captioning"), i
             a, b = mean_score([scratch[s][t] for t in tasks]), mean_score([warm[s][t] for t in tasks])
             lines.append(f"| {o} | {s} | {a.value:.3f} | {b.value:.3f} | {(b - a).text()} |")
     return "\n".join(lines)
+
+
+LANGUAGE_TASKS = ("retrieval", "captioning", "qa")
+
+
+def language_tasks(study: Study, objectives=("contrastive", "captioning"), scales=("full",),
+                   tasks=LANGUAGE_TASKS, lit_steps: int = 200, decoder_steps: int = 300, qa_steps: int = 300,
+                   qa_questions_per_type: int | None = None) -> list[dict]:
+    """06: the language-involved protocols on each objective's frozen encoder at each scale, next to the random-init
+    reference: LiT retrieval (and a contrastive run's own heads), caption generation (a captioning run's own decoder,
+    and a decoder trained on every frozen encoder), open-form QA through the LLM with its text-only control."""
+    from audiolp.eval.captioning import DecoderProtocol
+    from audiolp.eval.qa import QAProtocol
+    from audiolp.eval.retrieval import LiTConfig
+    from audiolp.eval.run import evaluate
+
+    objectives, scales = check_objectives(objectives), check_scales(scales)
+    tasks = _as_list(tasks, "language_tasks")
+    bad = [t for t in tasks if t not in LANGUAGE_TASKS]
+    if bad:
+        raise ParameterError(f"parameter language_tasks has unknown task(s) {bad}; use {list(LANGUAGE_TASKS)}")
+    runs = {run_name(o, s): study.pretrain(o, s) for s in scales for o in objectives}
+    return evaluate(runs, study.registry, tasks=tasks, baselines=("random",), out_dir=study.records / "eval",
+                    cache_dir=study.out / ".embeddings", protocol=study.protocol(), log=study.log,
+                    captioning={"protocol": DecoderProtocol(max_steps=check_int(decoder_steps, "decoder_steps"))},
+                    qa_protocol=QAProtocol(steps=check_int(qa_steps, "qa_steps"),
+                                           max_test_questions_per_type=qa_questions_per_type, device=study.device),
+                    lit=LiTConfig(steps=check_int(lit_steps, "lit_steps")))
+
+
+def language_report(records: list[dict]) -> str:
+    """Markdown: each language protocol's score per encoder with its 95% interval (QA: and its text-only control)."""
+    from audiolp.study.analysis import Score, language_score
+
+    lines = ["| encoder | protocol | score [95% CI] | text-only control |", "|---|---|---|---|"]
+    for r in records:
+        scored = language_score(r)
+        if scored:
+            t = r["metrics"].get("text_only")
+            ctrl = Score(t["test"], *t["interval"]).text() if t else ""
+            lines.append(f"| {r['params'].get('encoder', r['name'])} | {scored[0]} | {scored[1].text()} | {ctrl} |")
+    return "\n".join(lines)

@@ -273,4 +273,46 @@ def rebuild_figures(records_dir, figdir) -> list[Path]:
     for init in inits:
         paths += init_figures(probes, figdir, sorted({o for o, i, _ in runs if i == init}), init)
     paths += tsne_figures(records, figdir)
+    if any(r.get("kind") in ("retrieval", "captioning", "qa") for r in records):
+        paths += language_figures(records, figdir)
     return paths
+
+
+def language_figures(records: list[dict], figdir) -> list[Path]:
+    """06: one panel per language protocol (retrieval R@1, CIDEr-D, QA exact match), one bar per encoder with its
+    95% interval; QA panels also show each encoder's text-only control (hatched)."""
+    from audiolp.study.analysis import language_score
+
+    panels: dict[str, dict[str, object]] = {}
+    blind: dict[str, object] = {}
+    for r in records:
+        scored = language_score(r)
+        if scored:
+            enc = str(r["params"].get("encoder", r["name"]))
+            panels.setdefault(scored[0], {})[enc] = scored[1]
+            if r["kind"] == "qa" and "text_only" in r["metrics"]:
+                from audiolp.study.analysis import Score
+
+                t = r["metrics"]["text_only"]
+                blind[enc] = Score(t["test"], *t["interval"])
+    if not panels:
+        raise ValueError("no retrieval / captioning / QA records: run 06_language_tasks first")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (panel, by_enc) in zip(axes[0], sorted(panels.items())):
+        encs = list(by_enc)
+        vals = [by_enc[e] for e in encs]
+        ax.bar(range(len(encs)), [v.value for v in vals], 0.6,
+               yerr=[[v.value - v.lo for v in vals], [v.hi - v.value for v in vals]], capsize=2)
+        if panel.startswith("QA"):
+            xs = [i for i, e in enumerate(encs) if e in blind]
+            ax.bar([x + 0.3 for x in xs], [blind[encs[x]].value for x in xs], 0.25, hatch="//", fill=False,
+                   label="text-only control")
+            if xs:
+                ax.legend(fontsize=7)
+        ax.set_xticks(range(len(encs)))
+        ax.set_xticklabels(encs, rotation=25, ha="right", fontsize=7)
+        ax.set_title(panel, fontsize=8)
+        ax.set_ylabel("test score")
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Language-involved tasks on frozen encoders (95% intervals)", fontsize=10)
+    return save_figure(fig, Path(figdir) / "06_language_tasks")

@@ -86,8 +86,7 @@ def findings(records: list[dict]) -> list[Finding]:
                        _verdict(eff)))
 
     # 2. Captioning scales better on language-involved tasks (retrieval, captioning, QA records across scales).
-    lang = [r for r in records if r.get("kind") in ("retrieval", "captioning", "qa") and "@" in
-            str(r.get("params", {}).get("encoder", ""))]
+    lang = [r for r in records if r.get("kind") in ("retrieval", "captioning", "qa")]
     eff2, detail2 = _language_slope_gap(lang)
     out.append(Finding("2", "captioning scales better on language-involved tasks",
                        "slope(captioning) - slope(contrastive) of the language-task score per decade of data",
@@ -148,23 +147,23 @@ def findings(records: list[dict]) -> list[Finding]:
 
 
 def _language_slope_gap(lang: list[dict]) -> tuple[Score | None, str]:
+    from audiolp.study.analysis import language_score
     from audiolp.study.experiments import scale_size
 
-    by = {}
+    by: dict[str, dict[str, list]] = {}
     for r in lang:
-        o, i, s = parse_run_name(r["params"]["encoder"])
-        m = r.get("metrics", {})
-        if i is None and o in ("contrastive", "captioning") and "test" in m and "interval" in m:
-            by.setdefault((r["kind"], r["params"].get("task", "")), {}).setdefault(o, []).append(
-                (scale_size(s), Score(float(m["test"]), *map(float, m["interval"]))))
+        o, i, s = parse_run_name(str(r["params"].get("encoder", "")))
+        scored = language_score(r)
+        if scored and i is None and s and o in ("contrastive", "captioning"):
+            by.setdefault(scored[0], {}).setdefault(o, []).append((scale_size(s), scored[1]))
     diffs = []
-    for key, per in by.items():
+    for panel, per in by.items():
         if all(len({p[0] for p in per.get(o, [])}) >= 2 for o in ("contrastive", "captioning")):
-            fc, fk = (fit_scaling(o, str(key), per[o]) for o in ("contrastive", "captioning"))
-            diffs.append((key, Score(fk.slope, *fk.slope_interval) - Score(fc.slope, *fc.slope_interval)))
+            fc, fk = (fit_scaling(o, panel, per[o]) for o in ("contrastive", "captioning"))
+            diffs.append((panel, Score(fk.slope, *fk.slope_interval) - Score(fc.slope, *fc.slope_interval)))
     if not diffs:
         return None, "needs language-task records (06_language_tasks) at >= 2 scales for both objectives"
-    return mean_score([d for _, d in diffs]), "; ".join(f"{k[0]}/{k[1]} {d.text()}" for k, d in diffs)
+    return mean_score([d for _, d in diffs]), "; ".join(f"{k} {d.text()}" for k, d in diffs)
 
 
 def summary_markdown(records: list[dict]) -> str:

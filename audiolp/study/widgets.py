@@ -57,6 +57,30 @@ def nearest_point(x: float, y: float, xs, ys) -> int:
     return int(np.argmin((np.asarray(xs) - x) ** 2 + (np.asarray(ys) - y) ** 2))
 
 
+def embed_task(study, encoder: str, task: str = "retrieval") -> dict:
+    """Clip and caption embeddings of a retrieval task's test split by a contrastive run's own heads (``encoder`` is
+    a run name of the study, e.g. "contrastive@full", or a run dir): {"clip_ids", "audio", "captions", "text"}."""
+    from audiolp.data.tasks import load_task_registry, load_task_split
+    from audiolp.eval.embed import EmbeddingCache
+    from audiolp.eval.retrieval import caption_index, embed_audio, embed_texts, load_run_objective, run_objective_name
+    from audiolp.study.figures import parse_run_name
+
+    run_dir = Path(encoder)
+    if not run_dir.is_dir():
+        objective, init, scale = parse_run_name(encoder)
+        run_dir = study.pretrain(objective, scale or "full", init)
+    if run_objective_name(run_dir) != "contrastive":
+        raise ValueError(f"{encoder}: the explorer uses a contrastive run's own audio and text heads; give a "
+                         "contrastive run (its LiT-aligned heads live with the retrieval records)")
+    objective = load_run_objective(run_dir).eval()
+    spec = load_task_registry(study.registry)[task]
+    cuts = list(load_task_split(spec, "test", study.registry.parent))
+    frames = EmbeddingCache(study.out / ".embeddings", progress=False).get(objective.encoder, cuts, name=f"{task}/test")
+    texts, _ = caption_index(cuts, frames)
+    return {"clip_ids": list(frames.ids), "audio": embed_audio(objective, frames), "captions": texts,
+            "text": embed_texts(objective, texts, progress=False)}
+
+
 def _audio_widget(path: str | None):
     import ipywidgets as w
 
@@ -112,8 +136,6 @@ def retrieval_explorer(study, encoder: str, task: str = "retrieval", k: int = 5)
     ``audiolp.eval.retrieval``)."""
     import ipywidgets as w
     from IPython.display import display
-
-    from audiolp.eval.retrieval import embed_task  # the retrieval evaluation's embeddings of the task's test split
 
     data = embed_task(study, encoder, task)
     index = ClipIndex.from_registry(study.registry)
