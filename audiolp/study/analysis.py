@@ -45,11 +45,13 @@ def mean_score(scores: list[Score]) -> Score:
 
 
 def probe_scores(records: list[dict], encoder: str, pooling: str = "mean") -> dict[str, Score]:
-    """task -> Score of one encoder (record name, e.g. ``contrastive@full``) under one pooling (SED: "frames")."""
+    """task -> Score of one encoder (record name, e.g. ``contrastive@full``) under one pooling. SED (pooling
+    "frames": a frame-wise head, no pooling) counts with the default mean-pooled suite only."""
     out = {}
+    accepted = (pooling, "frames") if pooling == "mean" else (pooling,)
     for r in records:
         p = r.get("params", {})
-        if r.get("kind") == "probe" and p.get("encoder") == encoder and p.get("pooling") in (pooling, "frames"):
+        if r.get("kind") == "probe" and p.get("encoder") == encoder and p.get("pooling") in accepted:
             m = r["metrics"]
             out[p["task"]] = Score(float(m["test"]), float(m["interval"][0]), float(m["interval"][1]))
     return out

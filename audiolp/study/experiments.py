@@ -411,10 +411,17 @@ def _tsne_record(study: Study, name: str, res, params: dict, extra: dict) -> dic
 
 # -- reports (markdown from records) --------------------------------------------------------------------------------
 def probe_records(study: Study) -> list[dict]:
-    """Every probe record of this study's output folder (all scale points and runs measured so far)."""
+    """The probe records of this study's output folder (every scale point measured so far) whose runs were trained
+    with this study's preset, model, steps and seed (a scale point run with other settings is left out), plus the
+    references."""
     from audiolp.study.records import read_records
 
-    return read_records(study.records / "eval", kind="probe")
+    same = {"preset": study.preset, "steps": study.steps, "seed": study.seed}
+    model = study.model or study.train_config("contrastive").model
+    ok = {r["name"] for r in read_records(study.records / "pretrain", kind="pretrain")
+          if all(r["params"].get(k) == v for k, v in same.items()) and r["params"].get("model") == model}
+    ok |= set(study.runs_given) | {"random_init", "fbank"}
+    return [r for r in read_records(study.records / "eval", kind="probe") if r["params"]["encoder"] in ok]
 
 
 def _scale_points(records: list[dict], objective: str, init: str | None = None) -> dict[str, dict]:
