@@ -102,7 +102,7 @@ def test_figures_rebuild_from_records_alone_identically(executed, tmp_path):
         assert (tmp_path / f"{stem}.png").read_bytes() == (executed / "figures" / f"{stem}.png").read_bytes()
         assert f"{stem}.pdf" in names
     summary = write_summary(executed / "runs").read_text()
-    assert "| 1 | contrastive is more data-efficient" in summary and "random_init" in summary
+    assert "| 1 | contrastive is more data-efficient" in summary and "| contrastive@full |" in summary
 
 
 def test_a_bad_parameter_fails_in_the_first_cell_with_its_message(tiny_ministew, tmp_path):

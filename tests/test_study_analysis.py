@@ -102,5 +102,5 @@ def test_findings_table_verdicts_from_records(tmp_path):
     assert by["4"].verdict == "reproduced" and by["4"].effect.value == pytest.approx(0.04)
     assert by["5"].verdict == "not measured" and by["6"].verdict == "not measured"
     md = summary_markdown(recs)
-    assert "| contrastive@400K - random_init, mean over 3 tasks | +0.200" in md
+    assert "| contrastive@400K | +0.200 [+0.184, +0.216] | +0.150 [+0.134, +0.166] | yes |" in md
     assert np.isfinite(by["1"].effect.lo)

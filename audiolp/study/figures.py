@@ -73,7 +73,8 @@ def parse_run_name(name: str) -> tuple[str, str | None, str]:
 
 
 def _task_order(records: list[dict]) -> list[str]:
-    return list(dict.fromkeys(r["params"]["task"] for r in records if r.get("kind") == "probe"))
+    """Tasks by name (a figure must not depend on the order its records were read in)."""
+    return sorted({r["params"]["task"] for r in records if r.get("kind") == "probe"})
 
 
 def plot_probe_bars(records: list[dict], encoders: list[str], path_stem, pooling: str = "mean",

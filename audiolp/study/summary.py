@@ -105,7 +105,7 @@ def findings(records: list[dict]) -> list[Finding]:
             eff3, where = Score(narrowing.value, narrowing.value - h, narrowing.value + h), s
             break
     out.append(Finding("3", "attention pooling narrows the contrastive-captioning gap",
-                       f"|gap| under mean pooling - |gap| under attention pooling, at {where}", eff3, _verdict(eff3)))
+                       f"abs(gap) under mean pooling - abs(gap) under attention pooling, at {where}", eff3, _verdict(eff3)))
 
     # 4. Tagging initialisation helps early, mostly for contrastive.
     eff4, detail4 = None, ""
@@ -172,9 +172,14 @@ def summary_markdown(records: list[dict]) -> str:
              "Effects are differences of test scores with 95% intervals (see audiolp/study/analysis.py). "
              "Verdict: reproduced / not reproduced when the interval excludes zero on the paper's / the other side, "
              "inconclusive when it holds zero.", "", "## The premise: pretrained encoders above the references", "",
-             "| encoder vs reference | effect [95% CI] | verdict |", "|---|---|---|"]
+             "| encoder | minus random init [95% CI] | minus fbank [95% CI] | clears both |", "|---|---|---|---|"]
+    rows: dict[str, dict[str, Finding]] = {}
     for f in premise(probes):
-        lines.append(f"| {f.measure} | {f.effect.text()} | {f.verdict} |")
+        rows.setdefault(f.measure.split(" - ")[0], {})[f.claim.rsplit(" ", 1)[-1]] = f
+    for enc, by_ref in rows.items():
+        cells = [by_ref[r].effect.text() if r in by_ref else "-" for r in ("random_init", "fbank")]
+        both = all(r in by_ref and by_ref[r].verdict == "reproduced" for r in ("random_init", "fbank"))
+        lines.append(f"| {enc} | " + " | ".join(cells) + f" | {'yes' if both else 'no'} |")
     lines += ["", "## The paper's findings", "", "| # | finding | measure | effect [95% CI] | verdict | detail |",
               "|---|---|---|---|---|---|"]
     for f in findings(records):
