@@ -140,3 +140,15 @@ def test_widgets_build_on_the_study_outputs(executed, tiny_ministew):
     assert isinstance(tsne_explorer(study), w.VBox)
     with pytest.raises(ValueError, match="contrastive run"):
         embed_task(study, "captioning@full")
+
+
+def test_every_parameter_is_visible_to_papermill():
+    """papermill reads the parameters cell (for --help-notebook and its unknown-parameter warning): a comment it
+    cannot parse hides the parameter."""
+    import papermill
+
+    for name in NOTEBOOKS:
+        nb = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())
+        cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        declared = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines() if " = " in line}
+        assert set(papermill.inspect_notebook(str(REPO / "notebooks" / f"{name}.ipynb"))) == declared, name

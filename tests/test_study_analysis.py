@@ -104,3 +104,9 @@ def test_findings_table_verdicts_from_records(tmp_path):
     md = summary_markdown(recs)
     assert "| contrastive@400K | +0.200 [+0.184, +0.216] | +0.150 [+0.134, +0.166] | yes |" in md
     assert np.isfinite(by["1"].effect.lo)
+
+
+def test_parallel_lines_never_cross():
+    flat = [(n, Score(0.5, 0.49, 0.51)) for n in (1e6, 1e7)]
+    c = crossover(fit_scaling("contrastive", "t", flat), fit_scaling("captioning", "t", flat))
+    assert c.size is None and "does not overtake" in c.verdict

@@ -123,9 +123,10 @@ def crossover(early: ScalingFit, late: ScalingFit) -> Crossover:
     lo_x, hi_x = math.log10(min(early.sizes + late.sizes)), math.log10(max(early.sizes + late.sizes))
 
     def cross(i_e, s_e, i_l, s_l):
+        i_e, s_e, i_l, s_l = (np.asarray(v, dtype=float) for v in (i_e, s_e, i_l, s_l))
         with np.errstate(divide="ignore", invalid="ignore"):
             x = (i_e - i_l) / (s_l - s_e)
-        return np.where(s_l > s_e, x, np.nan)  # late must rise faster to overtake
+        return np.where(s_l > s_e, x, np.nan)  # late must rise faster to overtake (equal slopes never cross)
 
     point = float(cross(early.intercept, early.slope, late.intercept, late.slope))
     draws = cross(early.samples[:, 0], early.samples[:, 1], late.samples[:, 0], late.samples[:, 1])
