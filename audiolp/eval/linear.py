@@ -6,6 +6,20 @@ Protocol (``ProbeProtocol``; where the paper is silent, the authors' framework d
 - ``mean``: Dropout(0.1) + Linear on every frame, logits averaged over the valid frames (Auden
   audio_tag/scripts/linear_probing.sh); ``attention``: multi-head attention pooling with a learned query, then
   Dropout(0.1) + Linear, trained together;
+- probes run on one torch thread by default (``threads``): their ops are small, and on a few cores shared with
+  other work more threads only contend.
+
+How ``mean`` is computed: the head is linear, so averaging per-frame logits over a clip's T valid frames is the
+linear map of the clip's mean frame (exact; this is how val and test are scored). In training, Dropout(p) on the
+frames before that average turns into noise on the mean frame: channel c gets
+mean_t(d_tc x_tc) - mean_t(x_tc), with d_tc = Bernoulli(1 - p) / (1 - p) independent, i.e. zero-mean noise of
+variance p / (1 - p) * mean_t(x_tc^2) / T, independent across channels and clips. The probe trains on the
+precomputed mean frames plus Gaussian noise of exactly that variance (the sum over T frames is close to Gaussian
+for the clip lengths of MiniBench: tens to hundreds of frames), so one step is a linear layer on a (batch, D)
+matrix instead of (batch, T, D) frames. Same optimiser, schedule, batches, grid and seeds as per-frame dropout;
+the numbers differ from the per-frame implementation only through the dropout noise's draws (BENCHMARKS.md,
+"Evaluating one checkpoint on all of MiniBench", has the comparison). ``attention`` still sees every frame; its
+batches are gathered from the split's frames standardised once (bit-identical to padding clip by clip).
 - AdamW, full passes over the train split in mini-batches, a small grid of learning rate x weight decay; the
   setting with the best val score is retrained with ``seeds`` seeds;
 - test is reported as the mean over seeds, with a 95% interval from a bootstrap over test clips of the
@@ -13,6 +27,7 @@ Protocol (``ProbeProtocol``; where the paper is silent, the authors' framework d
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import asdict, dataclass, field
 
@@ -117,41 +132,101 @@ def mean_average_precision(scores: np.ndarray, y: np.ndarray) -> float:
     return float(average_precision_score(y[:, keep], scores[:, keep], average="macro"))
 
 
-def _batches(emb: Embeddings, order: np.ndarray, batch_size: int, max_frames: int, mean, std):
-    lengths = np.minimum(emb.lengths(), max_frames)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        t = int(lengths[idx].max())
-        x = torch.zeros(len(idx), t, emb.dim)
-        for row, i in enumerate(idx):
-            n = int(lengths[i])
-            x[row, :n] = (torch.from_numpy(emb.frames_of(int(i))[:n].astype(np.float32)) - mean) / std
-        yield idx, x, torch.from_numpy(lengths[idx].astype(np.int64))
+class _Split:
+    """A split's frames standardised once (float32, clips cut to ``max_frames``, concatenated), with what the
+    probes read from them: padded batches gathered in one op (attention), and per-clip mean frames and
+    dropout-noise scales (mean)."""
+
+    def __init__(self, emb: Embeddings, max_frames: int, mean: torch.Tensor, std: torch.Tensor):
+        lens = np.minimum(emb.lengths(), max_frames).astype(np.int64)
+        starts = emb.offsets[:-1].astype(np.int64)
+        if (lens == emb.lengths()).all():
+            frames = emb.frames
+        else:  # keep the first max_frames of every clip
+            keep = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lens)] or [np.zeros(0, np.int64)])
+            frames = emb.frames[keep]
+            starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        self.frames = (torch.from_numpy(frames.astype(np.float32)) - mean) / std  # (sum of T_i, D)
+        self.lengths = torch.from_numpy(lens)
+        self.starts = torch.from_numpy(starts)
+        self.n, self.dim = len(emb), int(self.frames.shape[1])
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D) frames of clips ``idx``, zero-padded to the longest, and (B,) lengths."""
+        idx = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        lens = self.lengths[idx]
+        t = int(lens.max()) if len(idx) else 0
+        valid = torch.arange(t)[None, :] < lens[:, None]
+        rows = torch.where(valid, self.starts[idx, None] + torch.arange(t)[None, :], 0)
+        x = self.frames[rows.reshape(-1)].reshape(len(idx), t, self.dim)
+        return x.masked_fill_(~valid[..., None], 0.0), lens
+
+    def clip_means(self, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) mean frame of every clip, and (N, D) the standard deviation that Dropout(``dropout``) on the
+        frames adds to it (see the module docstring): sqrt(p / (1 - p) * mean_t(x_t^2) / T)."""
+        seg = torch.repeat_interleave(torch.arange(self.n), self.lengths)
+        t = self.lengths.clamp(min=1).to(torch.float32)[:, None]
+        total = torch.zeros(self.n, self.dim).index_add_(0, seg, self.frames)
+        squares = torch.zeros(self.n, self.dim).index_add_(0, seg, self.frames.square())
+        mean = total / t
+        keep = 1.0 - dropout
+        noise = (dropout / keep * squares / t / t).sqrt() if 0.0 < dropout < 1.0 else torch.zeros_like(mean)
+        return mean, noise
 
 
-def _predict(head: ProbeHead, emb: Embeddings, proto: ProbeProtocol, mean, std) -> np.ndarray:
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block on ``n`` intra-op threads (None: leave torch's setting), then restore the setting."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _head_input(split: _Split, pooling: str, dropout: float):
+    return split.clip_means(dropout) if pooling == "mean" else split
+
+
+def _forward(head: ProbeHead, data, idx: np.ndarray, train: bool) -> torch.Tensor:
+    if head.pooling == "mean":  # data = (mean frames, dropout-noise std); see the module docstring
+        means, noise = data
+        tidx = torch.from_numpy(idx)
+        z = means[tidx]
+        if train and head.dropout.p > 0:
+            z = z + torch.randn_like(z) * noise[tidx]
+        return head.linear(z)
+    x, lens = data.batch(idx)
+    return head(x, lens)
+
+
+def _predict(head: ProbeHead, data, n: int) -> np.ndarray:
     head.eval()
-    out = np.zeros((len(emb), head.linear.out_features), dtype=np.float32)
+    out = np.zeros((n, head.linear.out_features), dtype=np.float32)
     with torch.no_grad():
-        for idx, x, lens in _batches(emb, np.arange(len(emb)), 256, proto.max_frames, mean, std):
-            out[idx] = head(x, lens).numpy()
+        for start in range(0, n, 256):
+            idx = np.arange(start, min(n, start + 256))
+            out[idx] = _forward(head, data, idx, train=False).numpy()
     return out
 
 
-def _train(train: Embeddings, y: torch.Tensor, kind: str, pooling: str, num_classes: int, lr: float, wd: float,
-           seed: int, proto: ProbeProtocol, mean, std) -> ProbeHead:
+def _train(data, n: int, dim: int, y: torch.Tensor, kind: str, pooling: str, num_classes: int, lr: float,
+           wd: float, seed: int, proto: ProbeProtocol) -> ProbeHead:
     torch.manual_seed(seed)
-    head = ProbeHead(train.dim, num_classes, pooling, proto.dropout, proto.attention_heads)
+    head = ProbeHead(dim, num_classes, pooling, proto.dropout, proto.attention_heads)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
-    per_epoch = -(-len(train) // proto.batch_size)
+    per_epoch = -(-n // proto.batch_size)
     epochs = max(proto.epochs, -(-proto.min_steps // per_epoch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.1)
     rng = np.random.default_rng(seed)
     head.train()
     for _ in range(epochs):
-        for idx, x, lens in _batches(train, rng.permutation(len(train)), proto.batch_size, proto.max_frames, mean,
-                                     std):
-            logits = head(x, lens)
+        order = rng.permutation(n)
+        for start in range(0, n, proto.batch_size):
+            idx = order[start:start + proto.batch_size]
+            logits = _forward(head, data, idx, train=True)
             target = y[torch.from_numpy(idx)]
             loss = (F.cross_entropy(logits, target) if kind == "multiclass"
                     else F.binary_cross_entropy_with_logits(logits, target))
@@ -168,9 +243,16 @@ def _standardiser(train: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def linear_probe(train: Embeddings, val: Embeddings, test: Embeddings, classes: list[str], kind: str = "multiclass",
-                 pooling: str = "mean", task: str = "", protocol: ProbeProtocol | None = None) -> LinearProbeResult:
-    """The study's probe on one task (see the module docstring)."""
-    proto = protocol or ProbeProtocol()
+                 pooling: str = "mean", task: str = "", protocol: ProbeProtocol | None = None,
+                 threads: int | None = 1) -> LinearProbeResult:
+    """The study's probe on one task (see the module docstring); ``threads``: torch intra-op threads while it
+    trains (None: torch's current setting)."""
+    with torch_threads(threads):
+        return _linear_probe(train, val, test, classes, kind, pooling, task, protocol or ProbeProtocol())
+
+
+def _linear_probe(train: Embeddings, val: Embeddings, test: Embeddings, classes: list[str], kind: str,
+                  pooling: str, task: str, proto: ProbeProtocol) -> LinearProbeResult:
     if kind not in KINDS:
         raise ValueError(f"task {task!r}: kind={kind!r}; linear probing covers {KINDS}")
     y = {s: targets(e.labels, classes, kind, f"task {task!r} split {s!r}")
@@ -178,18 +260,26 @@ def linear_probe(train: Embeddings, val: Embeddings, test: Embeddings, classes: 
     if kind == "multiclass" and len(set(y["train"].tolist())) < 2:
         raise ValueError(f"task {task!r}: the train split has {len(set(y['train'].tolist()))} class(es); a probe "
                          "needs at least 2")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; use one of {POOLINGS}")
     mean, std = _standardiser(train)
+    data = {s: _head_input(_Split(e, proto.max_frames, mean, std), pooling, proto.dropout)
+            for s, e in (("train", train), ("val", val), ("test", test))}
+
+    def fit(lr: float, wd: float, seed: int) -> ProbeHead:
+        return _train(data["train"], len(train), train.dim, y["train"], kind, pooling, len(classes), lr, wd, seed,
+                      proto)
+
     grid = []
     for lr, wd in itertools.product(proto.learning_rates, proto.weight_decays):
-        head = _train(train, y["train"], kind, pooling, len(classes), lr, wd, proto.seeds[0], proto, mean, std)
+        head = fit(lr, wd, proto.seeds[0])
         grid.append({"lr": lr, "weight_decay": wd,
-                     "val": score(kind, _predict(head, val, proto, mean, std), y["val"].numpy())})
+                     "val": score(kind, _predict(head, data["val"], len(val)), y["val"].numpy())})
     best = max(grid, key=lambda g: g["val"])  # first best: the grid's order breaks ties
     per_seed, outputs = [], []
     for seed in proto.seeds:
-        head = _train(train, y["train"], kind, pooling, len(classes), best["lr"], best["weight_decay"], seed, proto,
-                      mean, std)
-        logits = _predict(head, test, proto, mean, std)
+        head = fit(best["lr"], best["weight_decay"], seed)
+        logits = _predict(head, data["test"], len(test))
         per_seed.append(score(kind, logits, y["test"].numpy()))
         outputs.append(logits)
     interval = bootstrap(kind, outputs, y["test"].numpy(), proto.n_boot)
