@@ -6,6 +6,10 @@ Protocol (``ProbeProtocol``; where the paper is silent, the authors' framework d
 - ``mean``: Dropout(0.1) + Linear on every frame, logits averaged over the valid frames (Auden
   audio_tag/scripts/linear_probing.sh); ``attention``: multi-head attention pooling with a learned query, then
   Dropout(0.1) + Linear, trained together;
+- AdamW, full passes over the train split in mini-batches, a small grid of learning rate x weight decay; the
+  setting with the best val score is retrained with ``seeds`` seeds;
+- test is reported as the mean over seeds, with a 95% interval from a bootstrap over test clips of the
+  seed-averaged per-clip scores (so clip sampling and, through the averaging, seed noise are both in it);
 - probes run on one torch thread by default (``threads``): their ops are small, and on a few cores shared with
   other work more threads only contend.
 
@@ -17,13 +21,10 @@ variance p / (1 - p) * mean_t(x_tc^2) / T, independent across channels and clips
 precomputed mean frames plus Gaussian noise of exactly that variance (the sum over T frames is close to Gaussian
 for the clip lengths of MiniBench: tens to hundreds of frames), so one step is a linear layer on a (batch, D)
 matrix instead of (batch, T, D) frames. Same optimiser, schedule, batches, grid and seeds as per-frame dropout;
-the numbers differ from the per-frame implementation only through the dropout noise's draws (BENCHMARKS.md,
-"Evaluating one checkpoint on all of MiniBench", has the comparison). ``attention`` still sees every frame; its
+the numbers differ from the per-frame implementation only through the noise (its draws, and its shape beyond
+the first two moments; BENCHMARKS.md,
+"Evaluating one checkpoint on all of MiniBench", has the comparison: within 0.01 per task). ``attention`` still sees every frame; its
 batches are gathered from the split's frames standardised once (bit-identical to padding clip by clip).
-- AdamW, full passes over the train split in mini-batches, a small grid of learning rate x weight decay; the
-  setting with the best val score is retrained with ``seeds`` seeds;
-- test is reported as the mean over seeds, with a 95% interval from a bootstrap over test clips of the
-  seed-averaged per-clip scores (so clip sampling and, through the averaging, seed noise are both in it).
 """
 from __future__ import annotations
 
@@ -98,6 +99,9 @@ class LinearProbeResult:
     n_test: int = 0
     chance: float = 0.0
     protocol: dict = field(default_factory=dict)
+    # multiclass: each test clip's correctness averaged over seeds (for intervals pooled over tasks, as
+    # ``audiolp.eval.probe.bootstrap_interval``); not part of the results record
+    test_correct: np.ndarray | None = field(default=None, repr=False)
 
 
 def targets(labels: list[list[str]], classes: list[str], kind: str, where: str) -> torch.Tensor:
@@ -124,12 +128,23 @@ def score(kind: str, logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def mean_average_precision(scores: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
-
+    """Macro average precision over the classes with a positive clip: sklearn's ``average_precision_score``
+    (step-wise, tied scores form one threshold), computed for all classes at once."""
+    y = np.asarray(y)
     keep = y.sum(0) > 0  # classes without a positive have no AP
     if not keep.any():
         raise ValueError("mAP: no class has a positive clip in this split")
-    return float(average_precision_score(y[:, keep], scores[:, keep], average="macro"))
+    s, y = np.asarray(scores)[:, keep], (y[:, keep] > 0)
+    order = np.argsort(-s, axis=0, kind="mergesort")
+    s, y = np.take_along_axis(s, order, 0), np.take_along_axis(y, order, 0)
+    tps = np.cumsum(y, axis=0, dtype=np.float64)
+    last = np.ones_like(s, dtype=bool)  # the last clip of each run of tied scores is a threshold
+    last[:-1] = s[:-1] != s[1:]
+    at = np.where(last, tps, 0.0)
+    before = np.vstack([np.zeros((1, s.shape[1])), np.maximum.accumulate(at, axis=0)[:-1]])  # tps at the previous
+    precision = tps / np.arange(1, len(s) + 1)[:, None]
+    ap = np.where(last, (tps - before) * precision, 0.0).sum(0) / tps[-1]
+    return float(ap.mean())
 
 
 class _Split:
@@ -288,7 +303,9 @@ def _linear_probe(train: Embeddings, val: Embeddings, test: Embeddings, classes:
                              test=float(np.mean(per_seed)), test_per_seed=per_seed, interval=interval, val=best["val"],
                              setting={"lr": best["lr"], "weight_decay": best["weight_decay"]}, grid=grid,
                              n_train=len(train), n_val=len(val), n_test=len(test), chance=chance,
-                             protocol=asdict(proto))
+                             protocol=asdict(proto),
+                             test_correct=(np.mean([o.argmax(1) == y["test"].numpy() for o in outputs], axis=0)
+                                           if kind == "multiclass" else None))
 
 
 def bootstrap(kind: str, outputs: list[np.ndarray], y: np.ndarray, n_boot: int, seed: int = 0,
