@@ -9,7 +9,8 @@ with a paired interval (the same resampled clips for both probes). Embeddings co
 ``EmbeddingCache`` root; the cpu_recipe runs' ``runs/*/.embeddings`` hold these encoders), extracted if missing.
 
     .venv/bin/python -W ignore benchmarks/probe_agreement.py --registry data/ministew_full/tasks.json \
-        --cache runs/recipe_refs/.embeddings --encoders fbank,zipformer_tiny,zipformer_xs --out runs/probe_agreement.json
+        --cache runs/recipe_refs/.embeddings --encoders fbank,zipformer_tiny,zipformer_xs \
+        --out runs/probe_agreement.json
 """
 from __future__ import annotations
 
