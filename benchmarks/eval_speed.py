@@ -4,7 +4,8 @@ For each encoder preset: a cold run (empty embedding cache: audio read, fbank, e
 and a warm run (embeddings read back from the cache, probes only), side by side in one process. The probe
 records are written to a fresh folder each time, so the warm run still trains every probe.
 
-    .venv/bin/python -W ignore benchmarks/eval_speed.py --registry data/ministew_full/tasks.json --presets zipformer_tiny
+    .venv/bin/python -W ignore benchmarks/eval_speed.py --registry data/ministew_full/tasks.json --presets zipformer_tiny \
+        --threads 1   # on 2 shared cores one intra-op thread extracts faster (the probes use one either way)
 """
 from __future__ import annotations
 

@@ -71,6 +71,20 @@ def test_map_matches_hand_computed_average_precision():
     assert mean_average_precision(scores[:, :1], y[:, :1]) == pytest.approx(5 / 6)
 
 
+def test_map_matches_sklearn_with_ties_and_empty_classes():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        y = (rng.random((30, 5)) < 0.3).astype(int)
+        y[:, 0] = 0  # a class without positives
+        y[trial, 1] = 1
+        scores = rng.integers(0, 4, size=(30, 5)).astype(float) if trial % 2 else rng.normal(size=(30, 5))
+        keep = y.sum(0) > 0
+        assert mean_average_precision(scores, y) == pytest.approx(
+            average_precision_score(y[:, keep], scores[:, keep], average="macro"), abs=1e-12)
+
+
 def test_bootstrap_of_a_perfect_and_a_coin_flip_classifier():
     y = np.array([0, 1] * 50)
     perfect = np.eye(2)[y]

@@ -73,8 +73,9 @@ def _as_items(events, filename: str) -> list[dict]:
 
 def sed_counts(reference_events: list[list[Event]], estimated_events: list[list[Event]], labels: list[str],
                durations: list[float] | None = None, segment_s: float = SEGMENT_S, collar_s: float = COLLAR_S,
-               offset_pct: float = OFFSET_PCT) -> dict[str, Counts]:
-    """Per-clip counts of the three metrics (keys "segment", "event", "event_onoff") from sed_eval.
+               offset_pct: float = OFFSET_PCT, metrics=("segment", "event", "event_onoff")) -> dict[str, Counts]:
+    """Per-clip counts of the three metrics (keys "segment", "event", "event_onoff") from sed_eval, or of those
+    named in ``metrics`` (the event-based ones cost most of the time).
 
     ``reference_events[i]`` / ``estimated_events[i]``: the events of clip i as (label, onset_s, offset_s).
     ``durations[i]``: clip i's length (segments past the last event count as empty; F1 is unaffected).
@@ -88,6 +89,10 @@ def sed_counts(reference_events: list[list[Event]], estimated_events: list[list[
         bad = sorted({str(e[0]) for evs in clips for e in evs} - known)
         if bad:
             raise ValueError(f"{name} events have label(s) {bad} outside the task's labels {labels}")
+    unknown = sorted(set(metrics) - {"segment", "event", "event_onoff"})
+    if unknown:
+        raise ValueError(f"unknown SED metric(s) {unknown}; use segment, event and/or event_onoff")
+    wanted = set(metrics)
     metrics = {
         "segment": sed_eval.sound_event.SegmentBasedMetrics(list(labels), time_resolution=float(segment_s)),
         "event": sed_eval.sound_event.EventBasedMetrics(list(labels), t_collar=float(collar_s),
@@ -96,6 +101,7 @@ def sed_counts(reference_events: list[list[Event]], estimated_events: list[list[
                                                               percentage_of_length=float(offset_pct),
                                                               evaluate_onset=True, evaluate_offset=True),
     }
+    metrics = {k: m for k, m in metrics.items() if k in wanted}
     n = len(reference_events)
     out = {k: Counts(np.zeros(n), np.zeros(n), np.zeros(n)) for k in metrics}
     for i, (ref, est) in enumerate(zip(reference_events, estimated_events)):
@@ -120,10 +126,12 @@ def sed_counts(reference_events: list[list[Event]], estimated_events: list[list[
 
 def sed_metrics(reference_events: list[list[Event]], estimated_events: list[list[Event]], labels: list[str],
                 durations: list[float] | None = None, segment_s: float = SEGMENT_S, collar_s: float = COLLAR_S,
-                offset_pct: float = OFFSET_PCT) -> dict[str, float]:
+                offset_pct: float = OFFSET_PCT, metrics=("segment", "event", "event_onoff")) -> dict[str, float]:
     """Micro F1s over clips: ``segment_f1`` (1 s segments), ``event_f1`` (200 ms onset collar, offset ignored)
-    and ``event_f1_onoff`` (onset collar + offset within max(200 ms, 20 % of the reference's length))."""
-    counts = sed_counts(reference_events, estimated_events, labels, durations, segment_s, collar_s, offset_pct)
+    and ``event_f1_onoff`` (onset collar + offset within max(200 ms, 20 % of the reference's length)); only
+    those named in ``metrics``."""
+    counts = sed_counts(reference_events, estimated_events, labels, durations, segment_s, collar_s, offset_pct,
+                        metrics)
     return {f"{k}_f1": c.f1() for k, c in counts.items()}
 
 
@@ -218,14 +226,14 @@ def train_sed_head(train: Embeddings, targets: np.ndarray, seed: int = 0,
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(seed)
     n = x_all.shape[0]
+    x32 = torch.from_numpy(x_all.astype(np.float32))  # once, not per batch
     y_all = torch.from_numpy(targets.astype(np.float32))
     epochs = max(cfg.epochs, -(-cfg.min_steps // max(1, -(-n // cfg.batch_frames))))
     for _ in range(epochs):
         order = rng.permutation(n)
         for start in range(0, n, cfg.batch_frames):
-            idx = np.sort(order[start:start + cfg.batch_frames])
-            x = torch.from_numpy(x_all[idx].astype(np.float32))
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x), y_all[idx])
+            idx = torch.from_numpy(np.sort(order[start:start + cfg.batch_frames]))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x32[idx]), y_all[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -250,8 +258,8 @@ def choose_postprocessing(probs: list[np.ndarray], reference: list[list[Event]],
     best = None
     for t in cfg.thresholds:
         for k in cfg.median_filters:
-            f1 = sed_metrics(reference, _estimates(probs, labels, grid, durations, t, k), labels,
-                             durations)["segment_f1"]
+            f1 = sed_metrics(reference, _estimates(probs, labels, grid, durations, t, k), labels, durations,
+                             metrics=("segment",))["segment_f1"]  # the event-based metrics are not needed here
             if best is None or f1 > best["val_segment_f1"]:
                 best = {"threshold": float(t), "median_filter": int(k), "val_segment_f1": f1}
     return best
@@ -283,10 +291,19 @@ def _bootstrap(counts: list[Counts], n_boot: int, seed: int, alpha: float) -> tu
 def evaluate_sed_embeddings(emb: dict[str, Embeddings], events: dict[str, list[list[Event]]],
                             durations: dict[str, list[float]], labels: list[str], grid: FrameGrid,
                             seeds=(0, 1, 2), config: SedHeadConfig | None = None, task: str = "",
-                            n_boot: int = 1000, alpha: float = 0.05) -> dict:
+                            n_boot: int = 1000, alpha: float = 0.05, threads: int | None = 1) -> dict:
     """The protocol on embeddings already extracted (splits "train", "val", "test"; events and durations per
-    clip in the embeddings' order). Returns plain data (see ``evaluate_sed``)."""
-    cfg = config or SedHeadConfig()
+    clip in the embeddings' order). Returns plain data (see ``evaluate_sed``). ``threads``: torch intra-op
+    threads while the heads train (None: torch's current setting; see ``audiolp.eval.linear``)."""
+    from audiolp.eval.linear import torch_threads
+
+    with torch_threads(threads):
+        return _evaluate_sed_embeddings(emb, events, durations, labels, grid, seeds, config or SedHeadConfig(), task,
+                                        n_boot, alpha)
+
+
+def _evaluate_sed_embeddings(emb, events, durations, labels, grid, seeds, cfg: SedHeadConfig, task: str,
+                             n_boot: int, alpha: float) -> dict:
     targets = np.concatenate([frame_targets(ev, labels, n, grid)
                               for ev, n in zip(events["train"], emb["train"].lengths())])
     per_seed, test_counts = [], []
