@@ -158,10 +158,11 @@ def _evaluate_qa_runs(runs: dict, registry_path: Path, baselines, out_dir, qa_pr
     from audiolp.eval.qa import evaluate_qa
 
     records = []
-    for name, src in runs.items():
+    for i, (name, src) in enumerate(runs.items()):
         if isinstance(src, nn.Module):
             raise ValueError(f"task 'qa' trains an adapter through the trainer from a run dir; {name!r} is a module")
-        todo = [(name, False)] + ([(f"random_init_like_{name}", True)] if "random" in baselines else [])
+        # One random-init reference, like the first run (as for probes and captions): the runs share a preset.
+        todo = [(name, False)] + ([("random_init", True)] if "random" in baselines and i == 0 else [])
         for rec_name, random_init in todo:
             rec = evaluate_qa(src, registry_path, out_dir=out_dir, protocol=qa_protocol, name=rec_name,
                               random_init=random_init, log=log)
