@@ -76,21 +76,22 @@ def test_prepare_ministew_tiny_builds_and_prints_the_card(tmp_path, capsys):
     assert (out / "tasks.json").exists() and (out / "CARD.md").exists()
 
 
-def test_demo_tiny_end_to_end(tiny_ministew, tmp_path, capsys):
-    # The demo builds data/ministew_tiny under its working directory: point it at the session's tiny build.
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "ministew_tiny").symlink_to(tiny_ministew, target_is_directory=True)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        assert main(["demo", "--profile", "tiny", "--steps", "2", "--out", "runs"]) == 0
-    finally:
-        os.chdir(cwd)
-    records = sorted((tmp_path / "runs" / "tiny" / "records").glob("*.json"))
-    assert [p.stem for p in records] == ["pretrain__captioning", "pretrain__contrastive",
-                                        "pretrain__contrastive_from_tagging", "pretrain__tagging"]
-    for p in records:
-        rec = json.loads(p.read_text())
-        assert rec["config"]["preset"] == "demo_cpu" and rec["params"]["steps"] == 2
-        assert rec["metrics"]["first_loss"] > 0 and rec["metrics"]["num_params"] > 0
-    assert (tmp_path / "figures" / "demo_pretrain_loss_tiny.png").stat().st_size > 10_000
+def test_figures_rebuilds_from_records_and_names_a_missing_folder(tmp_path, capsys):
+    """`audiolp figures` (make figures) draws from records only; no records folder is one line, exit 2."""
+    from audiolp.files import write_record
+
+    assert main(["figures", "--out", str(tmp_path / "nothing"), "--figures", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "records" in err and "make demo" in err
+    records = tmp_path / "study" / "records" / "eval"
+    for enc, base in (("contrastive@1M", 0.6), ("captioning@1M", 0.5), ("contrastive@full", 0.62),
+                      ("captioning@full", 0.6), ("random_init", 0.4), ("fbank", 0.45)):
+        for task, shift in (("a", 0.0), ("b", 0.1)):
+            write_record(records, "probe", f"{enc}__{task}__mean",
+                         {"encoder": enc, "task": task, "pooling": "mean", "kind": "multiclass"},
+                         {"test": base + shift, "interval": [base + shift - 0.03, base + shift + 0.03]})
+    assert main(["figures", "--out", str(tmp_path / "study"), "--figures", str(tmp_path / "f")]) == 0
+    for stem in ("01_objective_gap_1M", "01_objective_gap_full", "03_scaling"):
+        assert (tmp_path / "f" / f"{stem}.png").stat().st_size > 10_000 and (tmp_path / "f" / f"{stem}.pdf").exists()
+    summary = (tmp_path / "study" / "SUMMARY.md").read_text()
+    assert "| 1 | contrastive is more data-efficient" in summary and "+0.100 [" in summary

@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from audiolp.study.analysis import Score, crossover, fit_scaling, gap, mean_score, probe_scores
-from audiolp.study.experiments import ParameterError, Study, check_objectives, check_scale, scale_size
-from audiolp.study.figures import parse_run_name
+from audiolp.study.analysis import Score, crossover, fit_scaling, gap, mean_score, parse_run_name, probe_scores, scale_size
+from audiolp.study.experiments import ParameterError, Study, check_objectives, check_scale
 
 
 def probe(encoder: str, task: str, test: float, half: float, pooling: str = "mean", kind: str = "multiclass") -> dict:

@@ -15,6 +15,21 @@ import numpy as np
 Z95 = 1.959963984540054
 
 
+def parse_run_name(name: str) -> tuple[str, str | None, str]:
+    """``contrastive+tagging@1M`` -> ("contrastive", "tagging", "1M"); references -> (name, None, "")."""
+    head, _, scale = name.partition("@")
+    objective, _, init = head.partition("+")
+    return objective, init or None, scale
+
+
+def scale_size(scale: str) -> float:
+    """Caption pairs a scale name stands for on the paper's corpus (for axes and fits); 'full' = 10.7M."""
+    from audiolp.data.scale import PAPER_FULL_PAIRS, parse_scale
+
+    n = parse_scale(scale)
+    return float(PAPER_FULL_PAIRS if n is None else n)
+
+
 @dataclass
 class Score:
     value: float

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from audiolp.files import read_json, write_record
+from audiolp.study.analysis import parse_run_name, scale_size  # noqa: F401  (the names notebooks use)
 
 OBJECTIVES = ("contrastive", "captioning", "tagging")
 POOLINGS = ("mean", "attention")
@@ -69,14 +70,6 @@ def check_scale(scale, name: str = "scale") -> str:
         raise ParameterError(f"parameter {name}={scale!r} is not a scale; use {ACCEPTED}") from None
     text = str(int(scale) if isinstance(scale, float) else scale).strip()
     return "full" if text.lower() in ("full", "all") else text
-
-
-def scale_size(scale: str) -> float:
-    """Caption pairs a scale name stands for on the paper's corpus (for axes and fits); 'full' = 10.7M."""
-    from audiolp.data.scale import PAPER_FULL_PAIRS, parse_scale
-
-    n = parse_scale(scale)
-    return float(PAPER_FULL_PAIRS if n is None else n)
 
 
 def check_objectives(objectives, name: str = "objectives") -> list[str]:
@@ -140,7 +133,7 @@ class Study:
         build the corpus: ``corpus="ministew"`` builds the built-in corpus of ``profile`` under
         ``<project>/data`` on first use (and, with ``features="auto"``, precomputes its fbank once, which the
         loader reads 4-7x faster); else a folder holding cuts.jsonl.gz (and tasks.json), or a manifest file."""
-        from audiolp.train.config import TrainConfig, load_preset
+        from audiolp.train.config import load_preset
 
         steps, seed = check_int(steps, "steps"), check_int(seed, "seed", 0)
         if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
@@ -426,7 +419,6 @@ def probe_records(study: Study) -> list[dict]:
 
 def _scale_points(records: list[dict], objective: str, init: str | None = None) -> dict[str, dict]:
     from audiolp.study.analysis import probe_scores
-    from audiolp.study.figures import parse_run_name
 
     out = {}
     for enc in dict.fromkeys(r["params"]["encoder"] for r in records if r.get("kind") == "probe"):

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; no display needed (papermill, CI)
 import matplotlib.pyplot as plt  # noqa: E402
 
+from audiolp.study.analysis import parse_run_name  # noqa: E402
+
 
 def moving_average(values, window: int):
     """Trailing mean over ``window`` points (shorter at the start), so the curve keeps its length."""
@@ -63,13 +65,6 @@ def save_figure(fig, path_stem: str | os.PathLike) -> list[Path]:
         fig.savefig(p, dpi=130, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     plt.close(fig)
     return paths
-
-
-def parse_run_name(name: str) -> tuple[str, str | None, str]:
-    """``contrastive+tagging@1M`` -> ("contrastive", "tagging", "1M"); references -> (name, None, "")."""
-    head, _, scale = name.partition("@")
-    objective, _, init = head.partition("+")
-    return objective, init or None, scale
 
 
 def _task_order(records: list[dict]) -> list[str]:
@@ -132,8 +127,7 @@ def plot_scaling(records: list[dict], path_stem, objectives=("contrastive", "cap
     objective (dashed: initialised from ``init``), 95% intervals, fitted log-linear lines, random init level."""
     import numpy as np
 
-    from audiolp.study.analysis import fit_scaling, mean_score, probe_scores
-    from audiolp.study.experiments import scale_size
+    from audiolp.study.analysis import fit_scaling, mean_score, probe_scores, scale_size
 
     tasks = _task_order(records)
     series: dict[tuple[str, str | None], dict[str, dict]] = {}

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audiolp.files import atomic_write_text
-from audiolp.study.analysis import Score, fit_scaling, gap, mean_score, probe_scores
-from audiolp.study.figures import parse_run_name
+from audiolp.study.analysis import Score, fit_scaling, gap, mean_score, parse_run_name, probe_scores, scale_size
 from audiolp.study.records import read_records
 
 
@@ -48,8 +47,6 @@ def _scaled_runs(probes: list[dict], objective: str, init: str | None = None) ->
 
 
 def _by_size(scales: dict[str, str]) -> list[tuple[str, str]]:
-    from audiolp.study.experiments import scale_size
-
     return sorted(scales.items(), key=lambda kv: scale_size(kv[0]))
 
 
@@ -126,8 +123,6 @@ def findings(records: list[dict]) -> list[Finding]:
         pts = [(s, probe_scores(probes, enc, "frames").get(sed_tasks[0])) for s, enc in con]
         pts = [(s, sc) for s, sc in pts if sc is not None]
         if len({s for s, _ in pts}) >= 2:
-            from audiolp.study.experiments import scale_size
-
             f = fit_scaling("contrastive", sed_tasks[0], [(scale_size(s), sc) for s, sc in pts])
             eff5 = Score(f.slope, *f.slope_interval)
             detail5 = f"{sed_tasks[0]}, contrastive runs at {', '.join(s for s, _ in pts)}"
@@ -148,7 +143,6 @@ def findings(records: list[dict]) -> list[Finding]:
 
 def _language_slope_gap(lang: list[dict]) -> tuple[Score | None, str]:
     from audiolp.study.analysis import language_score
-    from audiolp.study.experiments import scale_size
 
     by: dict[str, dict[str, list]] = {}
     for r in lang:

@@ -63,7 +63,7 @@ def embed_task(study, encoder: str, task: str = "retrieval") -> dict:
     from audiolp.data.tasks import load_task_registry, load_task_split
     from audiolp.eval.embed import EmbeddingCache
     from audiolp.eval.retrieval import caption_index, embed_audio, embed_texts, load_run_objective, run_objective_name
-    from audiolp.study.figures import parse_run_name
+    from audiolp.study.analysis import parse_run_name
 
     run_dir = Path(encoder)
     if not run_dir.is_dir():
