@@ -238,19 +238,52 @@ def tsne_figures(records: list[dict], figdir) -> list[Path]:
     return paths
 
 
+FIGURES = {}  # name -> figure function (records, figdir, **params); filled below
+
+
+def draw(records_dir, figdir, figure: str, **params) -> list[Path]:
+    """Draw one of the report's figures from every record under ``records_dir`` and remember the call as a
+    ``figure`` record, so that `make figures` redraws exactly the figures the notebooks drew."""
+    from audiolp.files import write_record
+    from audiolp.study.records import read_records
+
+    if figure not in FIGURES:
+        raise ValueError(f"unknown figure {figure!r}; use one of {sorted(FIGURES)}")
+    records = [r for r in read_records(records_dir) if r.get("kind") != "figure"]
+    paths = FIGURES[figure](records, figdir, **params)
+    key = "__".join([figure] + [f"{k}-{params[k]}" for k in sorted(params)])
+    write_record(Path(records_dir) / "figures", "figure", key, {"figure": figure, **params},
+                 {"files": [p.name for p in paths]})
+    return paths
+
+
 def rebuild_figures(records_dir, figdir) -> list[Path]:
-    """Every figure the records allow (no training, no evaluation): the same functions the notebooks call."""
+    """Every figure the notebooks drew, redrawn from the records now stored (no training, no evaluation), plus the
+    pretraining losses. A figure whose records grew since (e.g. 03's curves after 04 added a scale point) shows them."""
     from audiolp.study.records import read_records
 
     records = read_records(records_dir)
     if not records:
         raise ValueError(f"no results records under {records_dir}; run the notebooks (or `make demo`) first")
-    probes = [r for r in records if r.get("kind") == "probe"]
-    runs = [parse_run_name(e) for e in dict.fromkeys(r["params"]["encoder"] for r in probes)]
+    calls = [r["params"] for r in records if r.get("kind") == "figure"]
+    data = [r for r in records if r.get("kind") != "figure"]
     paths: list[Path] = []
-    pre = [r for r in records if r.get("kind") == "pretrain"]
+    pre = [r for r in data if r.get("kind") == "pretrain"]
     if pre:
         paths.append(plot_pretrain_losses(pre, Path(figdir) / "pretrain_losses.png", title="Pretraining loss"))
+    if not calls:
+        calls = inferred_figures(data)
+    for call in calls:
+        call = dict(call)
+        paths += FIGURES[call.pop("figure")](data, figdir, **call)
+    return paths
+
+
+def inferred_figures(records: list[dict]) -> list[dict]:
+    """The figure calls records allow when no notebook recorded its own (records made by `audiolp evaluate`)."""
+    probes = [r for r in records if r.get("kind") == "probe"]
+    runs = [parse_run_name(e) for e in dict.fromkeys(r["params"]["encoder"] for r in probes)]
+    calls: list[dict] = []
     by_scale: dict[str, list[str]] = {}
     for o, init, s in runs:
         if s and init is None:
@@ -258,19 +291,18 @@ def rebuild_figures(records_dir, figdir) -> list[Path]:
     for s, objs in by_scale.items():
         objs = [o for o in ("contrastive", "captioning", "tagging") if o in objs]
         if len(objs) >= 2:
-            paths += objective_gap_figures(probes, figdir, s, objs)
+            calls.append({"figure": "objective_gap", "scale": s, "objectives": objs})
             if any(r["params"]["pooling"] == "attention" and r["params"]["encoder"] == f"{objs[0]}@{s}" for r in probes):
-                paths += pooling_figures(probes, figdir, s, objs)
-    objs = [o for o in ("contrastive", "captioning") if sum(1 for _, i, s in runs if i is None and s) >= 2]
-    if len(by_scale) >= 2 and objs:
-        paths += scaling_figures(probes, figdir, objs)
-    inits = sorted({i for _, i, _ in runs if i})
-    for init in inits:
-        paths += init_figures(probes, figdir, sorted({o for o, i, _ in runs if i == init}), init)
-    paths += tsne_figures(records, figdir)
+                calls.append({"figure": "pooling", "scale": s, "objectives": objs})
+    if len(by_scale) >= 2:
+        calls.append({"figure": "scaling", "objectives": ["contrastive", "captioning"]})
+    for init in sorted({i for _, i, _ in runs if i}):
+        calls.append({"figure": "init", "objectives": sorted({o for o, i, _ in runs if i == init}), "init": init})
+    if any(r.get("kind") == "tsne" for r in records):
+        calls.append({"figure": "tsne"})
     if any(r.get("kind") in ("retrieval", "captioning", "qa") for r in records):
-        paths += language_figures(records, figdir)
-    return paths
+        calls.append({"figure": "language"})
+    return calls
 
 
 def language_figures(records: list[dict], figdir) -> list[Path]:
@@ -311,3 +343,7 @@ def language_figures(records: list[dict], figdir) -> list[Path]:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Language-involved tasks on frozen encoders (95% intervals)", fontsize=10)
     return save_figure(fig, Path(figdir) / "06_language_tasks")
+
+
+FIGURES.update({"objective_gap": objective_gap_figures, "pooling": pooling_figures, "scaling": scaling_figures,
+                "init": init_figures, "tsne": tsne_figures, "language": language_figures})
