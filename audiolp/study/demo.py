@@ -72,6 +72,7 @@ def run_demo(quick: bool = False, out: str | Path | None = None, figures: str | 
     plan = PLANS["quick" if quick else "full"]
     out = Path(out) if out else root / "papermill_runs" / ("quick" if quick else "")
     out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)  # papermill writes the executed notebooks there
     figures = Path(figures).resolve() if figures else (root / "figures" / "quick" if quick else root / "figures")
     timings: dict[str, float] = {}
     t_all = time.time()
