@@ -55,6 +55,15 @@ def test_probe_learns_a_separable_multiclass_task(pooling):
     assert len(r.grid) == 2 and r.val == max(g["val"] for g in r.grid) and r.chance == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("min_steps, epochs", [(1, 1), (10, 1), (10, 2)])
+def test_a_very_short_probe_still_trains(min_steps, epochs):
+    """A smoke-test protocol (make demo QUICK=1: a few steps) must not break the one-cycle schedule."""
+    proto = ProbeProtocol(learning_rates=(1e-2,), weight_decays=(1e-4,), seeds=(0,), epochs=epochs,
+                          min_steps=min_steps, n_boot=50)
+    r = linear_probe(toy(60), toy(30, seed=1), toy(30, seed=2), ["c0", "c1", "c2"], task="toy", protocol=proto)
+    assert 0.0 <= r.test <= 1.0 and np.isfinite(r.interval).all()
+
+
 def test_multilabel_probe_scores_map():
     r = linear_probe(toy(80, multilabel=True), toy(30, seed=1, multilabel=True), toy(40, seed=2, multilabel=True),
                      ["c0", "c1", "c2"], kind="multilabel", task="toy", protocol=FAST)

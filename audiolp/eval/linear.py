@@ -234,7 +234,10 @@ def _train(data, n: int, dim: int, y: torch.Tensor, kind: str, pooling: str, num
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=wd)
     per_epoch = -(-n // proto.batch_size)
     epochs = max(proto.epochs, -(-proto.min_steps // per_epoch))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * per_epoch, pct_start=0.1)
+    total = epochs * per_epoch
+    # 10% warm-up; at least 2 steps, so that a short probe (a smoke test) never gets a zero-length phase.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 4),
+                                                pct_start=max(0.1, 2.0 / max(total, 4)))
     rng = np.random.default_rng(seed)
     head.train()
     for _ in range(epochs):
