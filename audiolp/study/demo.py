@@ -30,16 +30,18 @@ class DemoPlan:
 
 
 PLANS = {
-    # The CPU recipe on MiniStew full (demo_cpu preset; see README "The CPU recipe").
+    # MiniStew full with the demo_cpu preset (README: "The paper setting, and where audiolp departs from it").
     # Not yet timed end to end on 2 cores (see BENCHMARKS.md "make demo"); QA is capped because one adapter step
     # costs ~7 s on a CPU (the LLM's forward and backward).
     "full": DemoPlan(profile="full", steps=600, scales="400K,1M,4M,full",
-                     extra={"06_language_tasks": {"qa_steps": 60, "qa_questions_per_type": 20}}),
+                     extra={"06_language_tasks": {"scales": "400K,full", "qa_steps": 60,
+                                                   "qa_questions_per_type": 20}}),
     # A pipeline check on the tiny profile (<= 10 minutes on 2 cores): numbers here mean nothing.
     "quick": DemoPlan(profile="tiny", steps=6, scales="1M,4M,full", probe={"seeds": [0], "learning_rates": [1e-2],
                                                                              "weight_decays": [1e-4], "epochs": 2,
                                                                              "min_steps": 10, "n_boot": 200},
-                      max_points=200, extra={"06_language_tasks": {"lit_steps": 3, "decoder_steps": 3, "qa_steps": 3,
+                      max_points=200, extra={"06_language_tasks": {"scales": "1M,full", "lit_steps": 3,
+                                                                    "decoder_steps": 3, "qa_steps": 3,
                                                                     "qa_questions_per_type": 3}}),
 }
 
