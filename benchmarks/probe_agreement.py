@@ -32,7 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--registry", default="data/ministew_full/tasks.json")
     ap.add_argument("--cache", default="runs/recipe_refs/.embeddings")
-    ap.add_argument("--encoders", default="fbank,zipformer_tiny,zipformer_xs")
+    ap.add_argument("--encoders", default="fbank,zipformer_tiny,zipformer_xs",
+                    help="comma list: fbank, encoder presets at random init, or pretraining run dirs")
     ap.add_argument("--pooling", default="mean")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="")
@@ -51,6 +52,10 @@ def main() -> None:
     for name in [e for e in args.encoders.split(",") if e]:
         if name == "fbank":
             encoder = FbankFrames()
+        elif Path(name).is_dir():  # a pretraining run dir: its final encoder
+            from audiolp.models.io import load_encoder
+
+            encoder = load_encoder(name, checkpoint="final", use_ema=False)
         else:
             torch.manual_seed(args.seed)
             encoder = Zipformer(ZipformerConfig.preset(name)).eval()
