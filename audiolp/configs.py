@@ -28,3 +28,11 @@ def dataclass_from(cls, value: Any, source: str | None = None):
         return cls(**value)
     except TypeError as e:
         raise ValueError(f"{where}cannot build {cls.__name__}: {e}") from e
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` laid over it; nested dicts merge key by key (neither input is changed)."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -43,7 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiolp.configs import deep_merge
 from audiolp.files import atomic_write_json, record_path, write_record
+from audiolp.models.io import run_encoder_weights
 
 DEFAULT_TASK = "retrieval"
 METRICS = ("bleu_4", "meteor", "rouge_l", "cider_d", "spice", "spider")
@@ -322,25 +324,6 @@ def load_run_objective(run_dir: str | os.PathLike, device: str = "cpu") -> nn.Mo
     return objective
 
 
-def _deep_merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _encoder_weights_source(run_dir: Path) -> Path:
-    """What ``init_from`` loads the run's encoder from: its final encoder, else its latest checkpoint."""
-    from audiolp.models.io import CHECKPOINT_DIR, CheckpointError, latest_checkpoint
-
-    if (run_dir / "encoder.safetensors").exists():
-        return run_dir / "encoder.safetensors"
-    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir} has neither encoder.safetensors nor a checkpoint; nothing to evaluate")
-    return ckpt / "model.safetensors"
-
-
 def _random_init_encoder(run_dir: Path) -> nn.Module:
     """The run's encoder preset at random init, seeded as the run was (its config.json's seed): the reference."""
     from audiolp.models.io import ENCODER_CONFIG, build_encoder_from_dict
@@ -364,7 +347,7 @@ def decoder_train_config(run_dir: str | os.PathLike, data: str, init_from: str, 
     base = {"model": src.model, "model_overrides": dict(src.model_overrides), "optim": {"name": src.optim.name},
             "text_model": src.text_model,
             "loader": {"feature_config": dataclasses.asdict(src.loader.feature_config)}}
-    over = _deep_merge(base, protocol.overrides)
+    over = deep_merge(base, protocol.overrides)
     if n_clips is not None and "num_buckets" not in protocol.overrides.get("loader", {}):
         # A small caption split (MiniStew tiny's has 8 clips) cannot fill the preset's duration buckets.
         buckets = TrainConfig.from_preset(protocol.preset or src.preset or "paper").loader.num_buckets
@@ -394,7 +377,7 @@ def train_decoder(run_dir: str | os.PathLike, encoder: nn.Module, data: str, dec
 
             atomic_write(init_from, lambda tmp: save_weights(encoder.state_dict(), tmp))
     else:
-        init_from = _encoder_weights_source(run_dir)
+        init_from = run_encoder_weights(run_dir)
     cfg = decoder_train_config(run_dir, data, str(init_from), decoder_dir, protocol, seed=seed, progress=progress,
                                n_clips=n_clips)
     # A finished decoder run is resumed at its last step, which trains nothing more (the trainer's resume rule).

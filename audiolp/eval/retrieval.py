@@ -46,7 +46,9 @@ from audiolp.data.schema import clean_captions, cut_captions
 from audiolp.data.tasks import TaskSpec, load_task_registry, load_task_split
 from audiolp.eval.embed import EmbeddingCache, Embeddings
 from audiolp.eval.probe import bootstrap_interval, class_indices
+from audiolp.configs import deep_merge
 from audiolp.files import atomic_write, record_path, write_record
+from audiolp.models.io import run_encoder_weights
 
 RECALL_KS = (1, 5, 10)
 MAP_K = 10
@@ -236,18 +238,6 @@ def run_objective_name(run_dir: str | os.PathLike) -> str | None:
     return json.loads(path.read_text()).get("objective") if path.is_file() else None
 
 
-def _run_weights(run_dir: Path) -> Path:
-    """The encoder weights of a run: its final encoder.safetensors, else its latest checkpoint's model."""
-    from audiolp.train.checkpoint import CHECKPOINT_DIR, latest_checkpoint
-
-    if (run_dir / "encoder.safetensors").is_file():
-        return run_dir / "encoder.safetensors"
-    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
-    if ckpt is None:
-        raise FileNotFoundError(f"{run_dir} holds neither encoder.safetensors nor a checkpoint")
-    return ckpt / "model.safetensors"
-
-
 def lit_train_config(init_from: str | None, encoder_config: dict, data: str | os.PathLike, run_dir: str | os.PathLike,
                      lit: LiTConfig, seed: int):
     """The TrainConfig of one LiT alignment run: contrastive objective, frozen encoder of exactly the architecture
@@ -265,18 +255,11 @@ def lit_train_config(init_from: str | None, encoder_config: dict, data: str | os
                  "max_steps": lit.steps, "seed": int(seed), "run_dir": str(run_dir), "progress": False,
                  "text_model": lit.text_model, "model_overrides": arch, "checkpoint_every": lit.steps,
                  "keep_last": 1, "log_every": max(1, min(50, lit.steps // 5)), "objective_config": objective_config}
-    overrides = _merge(overrides, lit.overrides)
+    overrides = deep_merge(overrides, lit.overrides)
     cfg = TrainConfig.from_preset(lit.preset_name(), overrides)
     if attention_scaling_for(cfg.optim.name) != scaling:
         cfg.optim.name = "adamw" if scaling else "scaled_adam"
     return cfg
-
-
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _hash(obj) -> str:
@@ -314,7 +297,7 @@ def lit_align(encoder: str | os.PathLike | nn.Module | None, data: str | os.Path
         if not (run / "encoder_config.json").is_file():
             raise FileNotFoundError(f"{run / 'encoder_config.json'} does not exist: give the run dir of a "
                                     "pretraining run, an encoder module, or None for a random-init reference")
-        weights = _run_weights(run)
+        weights = run_encoder_weights(run)
         init, arch = str(weights), json.loads((run / "encoder_config.json").read_text())
         fp = hashlib.blake2b(weights.read_bytes(), digest_size=10).hexdigest()
     else:

@@ -186,6 +186,18 @@ def load_encoder_weights(module: torch.nn.Module, path: str | os.PathLike) -> to
     return encoder
 
 
+def run_encoder_weights(run_dir: str | os.PathLike) -> Path:
+    """The encoder weights of a run dir: its final encoder.safetensors, else its latest checkpoint's model."""
+    run_dir = Path(run_dir)
+    if (run_dir / "encoder.safetensors").is_file():
+        return run_dir / "encoder.safetensors"
+    ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if ckpt is None:
+        raise CheckpointError(f"{run_dir} holds neither encoder.safetensors nor a checkpoint; give a run dir that "
+                              "trained at least to its first checkpoint")
+    return ckpt / "model.safetensors"
+
+
 def resolve_weights(source: str | os.PathLike) -> Path:
     """A weights file from a file path or a run dir (its final encoder.safetensors)."""
     src = Path(source)

@@ -72,20 +72,20 @@ def check_scale(scale, name: str = "scale") -> str:
     return "full" if text.lower() in ("full", "all") else text
 
 
-def check_objectives(objectives, name: str = "objectives") -> list[str]:
-    items = _as_list(objectives, name)
-    bad = [o for o in items if o not in OBJECTIVES]
+def _check_choices(value, name: str, allowed, what: str) -> list[str]:
+    items = _as_list(value, name)
+    bad = [v for v in items if v not in allowed]
     if bad:
-        raise ParameterError(f"parameter {name} has unknown objective(s) {bad}; use {list(OBJECTIVES)}")
+        raise ParameterError(f"parameter {name} has unknown {what}(s) {bad}; use {list(allowed)}")
     return items
+
+
+def check_objectives(objectives, name: str = "objectives") -> list[str]:
+    return _check_choices(objectives, name, OBJECTIVES, "objective")
 
 
 def check_poolings(poolings, name: str = "poolings") -> list[str]:
-    items = _as_list(poolings, name)
-    bad = [p for p in items if p not in POOLINGS]
-    if bad:
-        raise ParameterError(f"parameter {name} has unknown pooling(s) {bad}; use {list(POOLINGS)}")
-    return items
+    return _check_choices(poolings, name, POOLINGS, "pooling")
 
 
 def check_scales(scales, name: str = "scales", minimum: int = 1) -> list[str]:
@@ -488,10 +488,7 @@ def language_tasks(study: Study, objectives=("contrastive", "captioning"), scale
     from audiolp.eval.run import evaluate
 
     objectives, scales = check_objectives(objectives), check_scales(scales)
-    tasks = _as_list(tasks, "language_tasks")
-    bad = [t for t in tasks if t not in LANGUAGE_TASKS]
-    if bad:
-        raise ParameterError(f"parameter language_tasks has unknown task(s) {bad}; use {list(LANGUAGE_TASKS)}")
+    tasks = _check_choices(tasks, "language_tasks", LANGUAGE_TASKS, "task")
     runs = {run_name(o, s): study.pretrain(o, s) for s in scales for o in objectives}
     return evaluate(runs, study.registry, tasks=tasks, baselines=("random",), out_dir=study.records / "eval",
                     cache_dir=study.out / ".embeddings", protocol=study.protocol(), log=study.log,
@@ -513,3 +510,14 @@ def language_report(records: list[dict]) -> str:
             ctrl = Score(t["test"], *t["interval"]).text() if t else ""
             lines.append(f"| {r['params'].get('encoder', r['name'])} | {scored[0]} | {scored[1].text()} | {ctrl} |")
     return "\n".join(lines)
+
+
+def gap_report(records: list[dict], objectives, scale: str, pooling: str = "mean") -> str:
+    """Markdown: the first two objectives' score difference at ``scale`` per task and on the mean, 95% intervals."""
+    from audiolp.study.analysis import gap
+
+    a, b = (run_name(o, scale) for o in objectives[:2])
+    per_task, mean = gap(records, a, b, pooling)
+    rows = [f"| {t} | {s.text()} |" for t, s in per_task.items()]
+    head = f"**{a} - {b}, {pooling} pooling**: mean {mean.text() if mean else '-'}"
+    return "\n".join([head, "", "| task | difference [95% CI] |", "|---|---|", *rows])
