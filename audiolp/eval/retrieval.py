@@ -251,6 +251,8 @@ def lit_train_config(init_from: str | None, encoder_config: dict, data: str | os
     arch = dict(encoder_config.get("config", encoder_config))
     scaling = bool(arch.pop("attention_scaling", False))
     objective_config = {} if lit.text_trainable is None else {"text_trainable": bool(lit.text_trainable)}
+    if lit.text_trainable:  # a trained tower cannot keep a caption cache
+        objective_config["text_cache_size"] = 0
     overrides = {"objective": "contrastive", "data": str(data), "init_from": init_from, "freeze_encoder": True,
                  "max_steps": lit.steps, "seed": int(seed), "run_dir": str(run_dir), "progress": False,
                  "text_model": lit.text_model, "model_overrides": arch, "checkpoint_every": lit.steps,

@@ -30,12 +30,13 @@ class DemoPlan:
 
 
 PLANS = {
-    # MiniStew full with the demo_cpu preset (README: "The paper setting, and where audiolp departs from it").
-    # Not yet timed end to end on 2 cores (see BENCHMARKS.md "make demo"); QA is capped because one adapter step
-    # costs ~7 s on a CPU (the LLM's forward and backward).
-    "full": DemoPlan(profile="full", steps=600, scales="400K,1M,4M,full",
-                     extra={"06_language_tasks": {"scales": "400K,full", "qa_steps": 60,
-                                                   "qa_questions_per_type": 20}}),
+    # MiniStew full with the demo_cpu preset (README: "The paper setting, and where audiolp departs from it"),
+    # sized for <= 2 hours on 2 cores (BENCHMARKS.md "make demo"): 13 pretraining runs of 300 steps (~14k s of audio
+    # each), 3 scales, every encoder probed on all of MiniBench; the language tasks at 2 scales with short LiT /
+    # decoder / QA training (one QA adapter step costs ~4-7 s on a CPU: the LLM's forward and backward).
+    "full": DemoPlan(profile="full", steps=300, scales="1M,4M,full",
+                     extra={"06_language_tasks": {"scales": "1M,full", "lit_steps": 150, "decoder_steps": 200,
+                                                   "qa_steps": 30, "qa_questions_per_type": 10}}),
     # A pipeline check on the tiny profile (<= 10 minutes on 2 cores): numbers here mean nothing.
     "quick": DemoPlan(profile="tiny", steps=6, scales="1M,4M,full", probe={"seeds": [0], "learning_rates": [1e-2],
                                                                              "weight_decays": [1e-4], "epochs": 2,

@@ -1,6 +1,6 @@
 """The study's experiments, one function per notebook; a notebook sets parameters, calls one of these, and draws.
 
-    study = Study.from_parameters(corpus="ministew", preset="demo_cpu", steps=600)   # checks every parameter
+    study = Study.from_parameters(corpus="ministew", preset="demo_cpu", steps=300)   # checks every parameter
     records = objective_gap(study, objectives=["contrastive", "captioning"], scale="full")
 
 Every pretraining run and every evaluation is reused: a run lives in ``<out>/runs/<name>-<config hash>`` and is
@@ -110,7 +110,7 @@ class Study:
     registry: Path  # the downstream task registry (tasks.json)
     preset: str = "demo_cpu"
     model: str = ""  # encoder preset; "" = the training preset's
-    steps: int = 600
+    steps: int = 300
     device: str = "auto"
     seed: int = 0
     tasks: list[str] = field(default_factory=lambda: ["minibench"])
@@ -125,7 +125,7 @@ class Study:
 
     @classmethod
     def from_parameters(cls, corpus: str = MINISTEW, profile: str = "full", registry: str = "", preset: str = "demo_cpu",
-                        model: str = "", steps=600, device: str = "auto", seed=0, tasks="minibench",
+                        model: str = "", steps=300, device: str = "auto", seed=0, tasks="minibench",
                         overrides: dict | str | None = None, out: str = "", figures: str = "",
                         probe: dict | str | None = None, features: str = "auto", runs: dict | str | None = None,
                         log=print) -> "Study":
