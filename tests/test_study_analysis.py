@@ -103,6 +103,13 @@ def test_findings_table_verdicts_from_records(tmp_path):
     md = summary_markdown(recs)
     assert "| contrastive@400K | +0.200 [+0.184, +0.216] | +0.150 [+0.134, +0.166] | yes |" in md
     assert np.isfinite(by["1"].effect.lo)
+    assert "premise not met" not in md and "| reproduced |" in md
+
+    # The same comparisons between encoders no better than random init: the verdicts say the premise fails.
+    weak = [r for r in recs if r["params"]["encoder"] != "random_init"] + [probe("random_init", t, 0.80, 0.02)
+                                                                          for t in ("a", "b", "c")]
+    md = summary_markdown(weak)
+    assert "The premise does not hold" in md and "| reproduced (*premise not met*) |" in md
 
 
 def test_parallel_lines_never_cross():
