@@ -294,7 +294,8 @@ def test_frozen_encoder_keeps_its_weights_and_trains_the_heads(corpus, tmp_path,
 
     src = tagging_run / "encoder.safetensors"
     run = train(base_cfg(corpus, tmp_path / "lit", "contrastive", max_steps=12, checkpoint_every=100,
-                         init_from=str(src), freeze_encoder=True))
+                         init_from=str(src), freeze_encoder=True,
+                         optim={"name": "scaled_adam", "lr": 0.03, "warmup_batches": 2}))  # as the source trained
     before, after = load_weights(src), load_weights(run / "encoder.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     res = json.loads((run / "results.json").read_text())
@@ -302,6 +303,15 @@ def test_frozen_encoder_keeps_its_weights_and_trains_the_heads(corpus, tmp_path,
     losses = _losses(run)
     assert np.mean(losses[-4:]) < np.mean(losses[:3])
 
+
+
+def test_frozen_encoder_refuses_an_optimiser_that_would_change_its_attention(corpus, tmp_path, tagging_run):
+    """The tagging run trained with ScaledAdam (no q.k scaling); AdamW would switch the frozen encoder's scaling on."""
+    from audiolp.train.trainer import train
+
+    with pytest.raises(ValueError, match="attention_scaling=False.*set optim.name='scaled_adam'"):
+        train(base_cfg(corpus, tmp_path / "lit", "tagging", max_steps=2, init_from=str(tagging_run),
+                       freeze_encoder=True, optim={"name": "adamw", "lr": 1e-3}))
 
 @pytest.fixture(scope="module")
 def tagging_run(corpus, tmp_path_factory):

@@ -123,13 +123,12 @@ class CaptionBatchDataset(Dataset):
         if strategy is not self._on_the_fly or not self.cfg.skip_unreadable:
             feats, lens = strategy(cuts)
             return feats, lens, cuts, []
-        cause = None
         try:
             feats, lens, ok = strategy(cuts)  # fault tolerant: the cuts whose audio was read
-        except IndexError as e:  # lhotse indexes the first readable cut: there was none
+        except IndexError:  # lhotse indexes the first readable cut: there was none
             if not len(cuts):
                 raise
-            ok, cause = [], e
+            ok = []
         ok_ids = {c.id for c in ok}
         bad = [c for c in cuts if c.id not in ok_ids]
         for c in bad:

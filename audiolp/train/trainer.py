@@ -78,6 +78,28 @@ def _stop_signals(trainer: "Trainer"):
             signal.signal(sig, handler)
 
 
+
+def _check_frozen_attention_scaling(cfg, encoder_cfg) -> None:
+    """A frozen encoder must compute what it was trained to: build_optimizer sets the Zipformer's q.k scaling from
+    the optimiser, so a frozen encoder from a ScaledAdam run trained on with AdamW (or the reverse) would change its
+    features silently. The source's encoder_config.json says how it was trained."""
+    if not cfg.init_from:
+        return
+    src = Path(cfg.init_from)
+    for folder in (src, src.parent, src.parent.parent, src.parent.parent.parent):
+        saved = folder / "encoder_config.json"
+        if saved.is_file():
+            break
+    else:
+        return
+    trained = json.loads(saved.read_text()).get("config", {}).get("attention_scaling")
+    if trained is not None and bool(trained) != bool(encoder_cfg.attention_scaling):
+        fix = "adamw" if trained else "scaled_adam"
+        raise ValueError(f"TrainConfig.freeze_encoder: the encoder in {src} was trained with attention_scaling="
+                         f"{bool(trained)} ({saved}), but optim.name={cfg.optim.name!r} would switch it to "
+                         f"{bool(encoder_cfg.attention_scaling)} and change its features; set optim.name={fix!r}")
+
+
 class _LogWindow:
     """Sums over the micro-batches since the last log record (this rank's; all-reduced when the window closes)."""
 
@@ -201,6 +223,7 @@ class Trainer:
             load_encoder_weights(self.objective, src)
             self.log(f"[audiolp] encoder initialised from {src}")
         if cfg.freeze_encoder:
+            _check_frozen_attention_scaling(cfg, self.encoder_cfg)
             self.objective.encoder.requires_grad_(False)
         self.objective.to(self.device)
         if info.is_main:
