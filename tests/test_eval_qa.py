@@ -46,7 +46,9 @@ def tiny_run(tiny_ministew, tmp_path_factory):
     run = tmp_path_factory.mktemp("qa_run") / "tagging"
     cfg = TrainConfig.from_preset("demo_cpu", {"objective": "tagging", "data": str(tiny_ministew / "cuts.jsonl.gz"),
                                                "max_steps": 2, "run_dir": str(run), "progress": False,
-                                               "loader": {"max_duration": 20.0}})
+                                               "loader": {"max_duration": 20.0},
+                                               # AdamW as FAST's adapter: a frozen encoder keeps its optimiser family
+                                               "optim": {"name": "adamw", "lr": 1e-3, "total_steps": 2}})
     return train(cfg)
 
 

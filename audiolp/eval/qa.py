@@ -10,7 +10,7 @@ Protocol (``QAProtocol``; every value is stored in the record's params):
 2. The adapter trains THROUGH THE TRAINER (``objective="audio_qa"``, ``freeze_encoder=True``, ``init_from`` = the
    run's final encoder; the ``random_init=True`` reference starts from the run's encoder preset at random init).
    The optimiser is the pretraining run's by default (``optimizer="match"``): the Zipformer's attention scaling
-   follows the optimiser, so another one would change what the frozen encoder computes.
+   follows the optimiser, so another one would change what the frozen encoder computes (the trainer refuses it).
 3. Greedy answers to every test question (``max_test_questions_per_type`` subsamples, seeded); a judge (a callable
    ``(question, reference, prediction) -> score``; ``exact_match`` on normalised answers by default) scores each;
    the record holds the mean over questions with a 95% bootstrap interval over questions, per question type and
