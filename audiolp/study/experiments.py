@@ -323,7 +323,7 @@ def objective_gap(study: Study, objectives=("contrastive", "captioning"), scale:
     its attention probe cost ~40 min of the 2-hour CPU demo (measured) for a reference the question does not need."""
     objectives, scale, poolings = check_objectives(objectives), check_scale(scale), check_poolings(poolings)
     runs = {run_name(o, scale): study.pretrain(o, scale) for o in objectives}
-    records = study.evaluate(runs, poolings=[p for p in poolings if p == "mean"]) if "mean" in poolings else []
+    records = study.evaluate(runs, poolings=["mean"]) if "mean" in poolings else []
     if "attention" in poolings:
         records += study.evaluate(runs, poolings=["attention"], baselines=("random",))
     return records

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from audiolp.files import write_results_json
-from audiolp.models.io import save_encoder_config, save_final_encoder
+from audiolp.models.io import ENCODER_CONFIG, save_encoder_config, save_final_encoder
 from audiolp.objectives.base import ObjectiveOutput
 from audiolp.train.checkpoint import (CHECKPOINT_DIR, latest_checkpoint, prune_checkpoints, read_checkpoint,
                                       remove_stale_temp, write_checkpoint)
@@ -86,11 +86,9 @@ def _check_frozen_attention_scaling(cfg, encoder_cfg) -> None:
     if not cfg.init_from:
         return
     src = Path(cfg.init_from)
-    for folder in (src, src.parent, src.parent.parent, src.parent.parent.parent):
-        saved = folder / "encoder_config.json"
-        if saved.is_file():
-            break
-    else:
+    # a run dir, its encoder.safetensors, or checkpoints/step-N/model.safetensors: the run dir is at most 3 up
+    saved = next((f / ENCODER_CONFIG for f in (src, *src.parents[:3]) if (f / ENCODER_CONFIG).is_file()), None)
+    if saved is None:
         return
     trained = json.loads(saved.read_text()).get("config", {}).get("attention_scaling")
     if trained is not None and bool(trained) != bool(encoder_cfg.attention_scaling):
