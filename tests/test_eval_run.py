@@ -47,6 +47,15 @@ def test_evaluate_writes_one_record_per_encoder_task_pooling_and_reuses_them(tin
     m = rec["metrics"]
     assert m["metric"] == "accuracy" and len(m["test_per_seed"]) == 2 and m["interval"][0] <= m["test"] <= m["interval"][1]
     assert rec["params"]["encoder_fingerprint"] and "git_commit" in rec and rec["params"]["protocol"]["seeds"] == [0, 1]
+    # Per-clip scores (seed-averaged correctness) whose mean is the test score, on the same clips for every encoder:
+    # what the study's paired differences read.
+    import numpy as np
+
+    per_clip = np.array(m["test_per_clip"])
+    assert len(per_clip) == m["n_test"] and per_clip.mean() == pytest.approx(m["test"], abs=1e-4)
+    assert set(np.round(per_clip * 2) / 2) <= {0.0, 0.5, 1.0}  # 2 seeds: 0, 1/2 or 1 per clip
+    ref = json.loads((out / "probe__random_init__voice_id__attention.json").read_text())["metrics"]
+    assert ref["test_clips"] == m["test_clips"] and len(ref["test_per_clip"]) == m["n_test"]
     sed = json.loads((out / "probe__fbank__event_detection__frames.json").read_text())["metrics"]
     assert sed["metric"] == "segment_f1" and 0 <= sed["test"] <= 1
     assert "| tagging | mean |" in printed and "| fbank | attention |" in printed

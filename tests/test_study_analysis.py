@@ -7,14 +7,22 @@ import math
 import numpy as np
 import pytest
 
-from audiolp.study.analysis import Score, crossover, fit_scaling, gap, mean_score, parse_run_name, probe_scores, scale_size
+from audiolp.study.analysis import (Score, contrast, crossover, fit_scaling, gap, mean_score, parse_run_name,
+                                   probe_scores, scale_size)
 from audiolp.study.experiments import ParameterError, Study, check_objectives, check_scale
 
 
-def probe(encoder: str, task: str, test: float, half: float, pooling: str = "mean", kind: str = "multiclass") -> dict:
+def probe(encoder: str, task: str, test: float, half: float, pooling: str = "mean", kind: str = "multiclass",
+          per_clip=None, clips: str = "test-clips") -> dict:
+    metrics = {"test": test, "interval": [test - half, test + half]}
+    if per_clip is not None:
+        metrics.update(test_per_clip=list(per_clip), test_clips=clips)
     return {"kind": "probe", "name": f"{encoder}__{task}__{pooling}",
-            "params": {"encoder": encoder, "task": task, "pooling": pooling, "kind": kind},
-            "metrics": {"test": test, "interval": [test - half, test + half]}}
+            "params": {"encoder": encoder, "task": task, "pooling": pooling, "kind": kind}, "metrics": metrics}
+
+
+def correct_on(n_correct: int, n: int = 1000) -> np.ndarray:
+    return (np.arange(n) < n_correct).astype(float)
 
 
 def test_difference_and_mean_intervals():
@@ -49,8 +57,8 @@ def test_scaling_fit_recovers_a_known_line_and_the_crossover():
     c = crossover(early, late)  # 0.6 + 0.01 x = 0.3 + 0.06 x  ->  x = 6  ->  1M caption pairs
     assert c.size == pytest.approx(1e6, rel=1e-6) and c.inside_range
     assert c.interval[0] < 1e6 < c.interval[1] and c.share_crossing > 0.95
-    never = crossover(late, early)  # the slower line never overtakes the faster one ahead
-    assert never.size is None and "does not overtake" in never.verdict
+    never = crossover(late, early)  # the slower line leads at 400K and is overtaken at 1M: it never overtakes
+    assert never.size is None and "already at the smallest scale" in never.verdict and "narrows" in never.verdict
     with pytest.raises(ValueError, match=">= 2 scales"):
         fit_scaling("x", "t", [(1e6, Score(0.5, 0.4, 0.6))])
 
@@ -116,3 +124,66 @@ def test_parallel_lines_never_cross():
     flat = [(n, Score(0.5, 0.49, 0.51)) for n in (1e6, 1e7)]
     c = crossover(fit_scaling("contrastive", "t", flat), fit_scaling("captioning", "t", flat))
     assert c.size is None and "does not overtake" in c.verdict
+
+
+def test_differences_on_the_same_clips_are_paired():
+    # A is right on 820 of 1,000 clips, B on 800, and A is right wherever B is: 20 clips differ, all in A's favour.
+    a, b = correct_on(820), correct_on(800)
+    half = 1.96 * math.sqrt(0.81 * 0.19 / 1000)  # each score's own binomial half-width, ~0.024
+    recs = [probe("contrastive@1M", "t", 0.82, half, per_clip=a), probe("captioning@1M", "t", 0.80, half, per_clip=b)]
+    per_task, mean = gap(recs, "contrastive@1M", "captioning@1M")
+    d = per_task["t"]
+    sd = np.std(a - b, ddof=1)
+    assert d.value == pytest.approx(0.02) and d.half == pytest.approx(1.959964 * sd / math.sqrt(1000), rel=1e-5)
+    assert d.lo == pytest.approx(0.0113, abs=5e-4) and d.excludes_zero()  # paired: ~[+0.011, +0.029]
+    unpaired = Score(0.82, 0.82 - half, 0.82 + half) - Score(0.80, 0.80 - half, 0.80 + half)
+    assert not unpaired.excludes_zero() and unpaired.half > 3 * d.half  # independent: ~[-0.014, +0.054]
+    assert mean.value == pytest.approx(0.02) and mean.half == pytest.approx(d.half)  # one task: the same interval
+    # Other clips (another clip-set fingerprint) or a record without per-clip values: independent, never paired.
+    other = probe("captioning@1M", "t", 0.80, half, per_clip=b, clips="other-clips")
+    assert gap([recs[0], other], "contrastive@1M", "captioning@1M")[0]["t"].half == pytest.approx(unpaired.half)
+    bare = probe("captioning@1M", "t", 0.80, half)
+    assert gap([recs[0], bare], "contrastive@1M", "captioning@1M")[0]["t"].half == pytest.approx(unpaired.half)
+    # A contrast of contrasts stays paired: (a - b) - (a - b) is exactly zero with a zero-width interval.
+    z = contrast([(1.0, d), (-1.0, d)])
+    assert z.value == 0 and z.half == 0 and z.paired
+
+
+def test_finding_3_compares_absolute_gaps_and_finding_1_needs_a_small_scale():
+    from audiolp.study.summary import findings
+
+    recs = []
+    for task in ("a", "b"):
+        # mean pooling: contrastive +0.02; attention pooling: captioning ahead by 0.10 -- the gap widened by 0.08.
+        recs += [probe("contrastive@full", task, 0.62, 0.01), probe("captioning@full", task, 0.60, 0.01),
+                 probe("contrastive@full", task, 0.60, 0.01, "attention"),
+                 probe("captioning@full", task, 0.70, 0.01, "attention")]
+    by = {f.number: f for f in findings(recs)}
+    assert by["3"].effect.value == pytest.approx(0.02 - 0.10) and by["3"].verdict == "not reproduced"
+    # Only the full corpus was run: "wins at small scale" is not measured, and the detail says what is missing.
+    assert by["1"].verdict == "not measured" and "below full" in by["1"].detail
+
+
+def test_crossover_when_late_leads_from_the_start():
+    sizes = [4e5, 1e6, 4e6, 1.07e7]
+    early = fit_scaling("contrastive", "t", [(n, Score(v, v - 0.005, v + 0.005)) for n in sizes
+                                             for v in [0.40 + 0.01 * math.log10(n)]])
+    late = fit_scaling("captioning", "t", [(n, Score(v, v - 0.005, v + 0.005)) for n in sizes
+                                           for v in [0.40 + 0.03 * math.log10(n)]])
+    c = crossover(early, late)  # the lines meet at 1 caption pair: captioning leads over the whole range
+    assert c.size is None and "ahead of contrastive already at the smallest scale" in c.verdict
+    assert "grows" in c.verdict and "does not overtake" not in c.verdict
+
+
+def test_summary_warns_when_runs_mix_training_settings():
+    from audiolp.study.summary import summary_markdown
+
+    def pretrain(name, steps):
+        return {"kind": "pretrain", "name": name,
+                "params": {"preset": "demo_cpu", "model": "zipformer_tiny", "steps": steps, "seed": 0}}
+
+    recs = [probe("contrastive@1M", "a", 0.6, 0.02), probe("random_init", "a", 0.5, 0.02)]
+    assert "mix training settings" not in summary_markdown(recs + [pretrain("contrastive@1M", 300),
+                                                                   pretrain("captioning@1M", 300)])
+    md = summary_markdown(recs + [pretrain("contrastive@1M", 300), pretrain("contrastive@4M", 1200)])
+    assert "**These records mix training settings**" in md and "steps 1200, seed 0: contrastive@4M" in md

@@ -109,6 +109,11 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     return h.hexdigest()
 
 
+def clip_set_fingerprint(ids) -> str:
+    """A hash of clip ids in order: records whose per-clip scores share it were scored on the same clips."""
+    return hashlib.blake2b("\n".join(ids).encode(), digest_size=10).hexdigest()
+
+
 def clips_fingerprint(cuts, feature_config: FeatureConfig, label_field: str | None = None) -> str:
     h = hashlib.blake2b(digest_size=10)
     h.update(json.dumps(dataclasses.asdict(feature_config), sort_keys=True).encode())

@@ -9,7 +9,8 @@ Protocol (``ProbeProtocol``; where the paper is silent, the authors' framework d
 - AdamW, full passes over the train split in mini-batches, a small grid of learning rate x weight decay; the
   setting with the best val score is retrained with ``seeds`` seeds;
 - test is reported as the mean over seeds, with a 95% interval from a bootstrap over test clips of the
-  seed-averaged per-clip scores (so clip sampling and, through the averaging, seed noise are both in it);
+  seed-averaged per-clip scores: it reflects which clips were drawn; seed-to-seed variation is averaged out
+  rather than added (``test_per_seed`` shows it), and the record keeps the per-clip scores for paired comparisons;
 - probes run on one torch thread by default (``threads``): their ops are small, and on a few cores shared with
   other work more threads only contend.
 

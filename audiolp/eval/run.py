@@ -19,7 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from audiolp.data.tasks import TaskSpec, load_task_registry, load_task_split
-from audiolp.eval.embed import EmbeddingCache, FbankFrames
+from audiolp.eval.embed import EmbeddingCache, FbankFrames, clip_set_fingerprint
 from audiolp.eval.linear import ProbeProtocol, linear_probe
 from audiolp.files import record_path, write_record
 
@@ -231,6 +231,11 @@ def _evaluate_one(encoder, spec: TaskSpec, registry_path: Path, pooling: str, ca
                    "val": r.val, "setting": r.setting, "grid": r.grid, "chance": r.chance, "n_train": r.n_train,
                    "n_val": r.n_val, "n_test": r.n_test,
                    "unreadable": sum(len(e.unreadable) for e in emb.values())}
+        if r.test_correct is not None:
+            # Each test clip's seed-averaged correctness, and which clips they are: two encoders probed on the same
+            # clips are compared clip by clip (a paired interval, ``audiolp.study.analysis.Score``).
+            metrics["test_per_clip"] = [round(float(v), 4) for v in r.test_correct]
+            metrics["test_clips"] = clip_set_fingerprint(emb["test"].ids)
     name = path.stem[len("probe__"):]
     return json.loads(write_record(path.parent, "probe", name, params, metrics).read_text())
 

@@ -1,9 +1,14 @@
 """Numbers the report states, computed from results records only (the figures and the summary read these).
 
-Intervals: a probe record carries its test score and a 95% interval (seeds x bootstrap over test clips, see
-``audiolp.eval.linear``). A difference of two independent scores gets the interval of the difference under a
-normal approximation: half-width = sqrt(h_a^2 + h_b^2). A mean over tasks averages the scores and combines the
-half-widths as sqrt(sum h_i^2) / k (tasks' test sets are disjoint, hence independent).
+Intervals: a probe record carries its test score and a 95% interval (bootstrap over test clips of the
+seed-averaged per-clip scores, see ``audiolp.eval.linear``), and for accuracy each test clip's seed-averaged
+correctness. A difference (any signed sum) of scores on the same test clips is **paired**: the per-clip
+differences d_i give half-width 1.96 * sd(d) / sqrt(n) (every encoder is scored on the same clips, so their scores
+move together and an unpaired interval would be far too wide). Scores without per-clip values (mAP, records
+written before they were stored, language tasks) combine as independent under a normal approximation:
+half-width = sqrt(h_a^2 + h_b^2), which is conservative when they share clips. A mean over tasks averages the
+per-task values and combines their half-widths as sqrt(sum h_i^2) / k (tasks' test sets are disjoint, hence
+independent).
 """
 from __future__ import annotations
 
@@ -35,20 +40,40 @@ class Score:
     value: float
     lo: float
     hi: float
+    # Per-test-clip values whose mean is ``value`` (accuracy: seed-averaged correctness) and the fingerprint of the
+    # clips they belong to: scores that share it are compared clip by clip.
+    clips: np.ndarray | None = field(default=None, repr=False, compare=False)
+    clip_set: str = field(default="", repr=False, compare=False)
 
     @property
     def half(self) -> float:
         return max(self.hi - self.value, self.value - self.lo, 0.0)
 
     def __sub__(self, other: "Score") -> "Score":
-        d, h = self.value - other.value, math.hypot(self.half, other.half)
-        return Score(d, d - h, d + h)
+        return contrast([(1.0, self), (-1.0, other)])
+
+    @property
+    def paired(self) -> bool:
+        return self.clips is not None
 
     def excludes_zero(self) -> bool:
         return self.lo > 0 or self.hi < 0
 
     def text(self, digits: int = 3) -> str:
         return f"{self.value:+.{digits}f} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
+
+
+def contrast(terms: list[tuple[float, Score]]) -> Score:
+    """sum of coef * score with a 95% interval: paired over clips when every term has per-clip values on the same
+    clips (the result keeps the per-clip combination, so contrasts of contrasts stay paired), else independent."""
+    value = float(sum(c * s.value for c, s in terms))
+    sets = {s.clip_set for _, s in terms}
+    if all(s.clips is not None for _, s in terms) and len(sets) == 1 and len({len(s.clips) for _, s in terms}) == 1:
+        d = sum(c * s.clips for c, s in terms)
+        h = Z95 * float(np.std(d, ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+        return Score(value, value - h, value + h, clips=d, clip_set=sets.pop())
+    h = math.sqrt(sum((c * s.half) ** 2 for c, s in terms))
+    return Score(value, value - h, value + h)
 
 
 def mean_score(scores: list[Score]) -> Score:
@@ -68,8 +93,17 @@ def probe_scores(records: list[dict], encoder: str, pooling: str = "mean") -> di
         p = r.get("params", {})
         if r.get("kind") == "probe" and p.get("encoder") == encoder and p.get("pooling") in accepted:
             m = r["metrics"]
-            out[p["task"]] = Score(float(m["test"]), float(m["interval"][0]), float(m["interval"][1]))
+            clips = np.asarray(m["test_per_clip"], dtype=float) if "test_per_clip" in m else None
+            out[p["task"]] = Score(float(m["test"]), float(m["interval"][0]), float(m["interval"][1]), clips=clips,
+                                   clip_set=str(m.get("test_clips", "")))
     return out
+
+
+def classification_tasks(records: list[dict]) -> list[str]:
+    """Tasks of the probe records scored by accuracy or mAP (the "mean over tasks" everywhere leaves SED out: its
+    segment F1 is another scale)."""
+    return list(dict.fromkeys(r["params"]["task"] for r in records
+                              if r.get("kind") == "probe" and r["params"].get("kind") in ("multiclass", "multilabel")))
 
 
 def encoders_in(records: list[dict]) -> list[str]:
@@ -78,11 +112,12 @@ def encoders_in(records: list[dict]) -> list[str]:
 
 def gap(records: list[dict], a: str, b: str, pooling: str = "mean", tasks: list[str] | None = None) \
         -> tuple[dict[str, Score], Score | None]:
-    """Per-task score difference a - b and the mean difference over the tasks both have (intervals as above)."""
+    """Per-task score difference a - b (paired where both have per-clip values) and the mean difference over the
+    tasks both have (intervals as above)."""
     sa, sb = probe_scores(records, a, pooling), probe_scores(records, b, pooling)
     common = [t for t in (tasks or sa) if t in sa and t in sb]
     per_task = {t: sa[t] - sb[t] for t in common}
-    return per_task, (mean_score([sa[t] for t in common]) - mean_score([sb[t] for t in common]) if common else None)
+    return per_task, (mean_score(list(per_task.values())) if common else None)
 
 
 @dataclass
@@ -149,9 +184,15 @@ def crossover(early: ScalingFit, late: ScalingFit) -> Crossover:
     share = float(len(ahead) / len(draws))
     interval = (float(10 ** np.percentile(ahead, 2.5)), float(10 ** np.percentile(ahead, 97.5))) if len(ahead) else None
     if not math.isfinite(point) or point < lo_x:
-        size, verdict = None, (f"{late.objective} does not overtake {early.objective} beyond the smallest scale "
-                               f"(by the fitted lines; {share:.0%} of bootstrap draws cross)")
-        return Crossover(early.task, False, size, interval, share, verdict)
+        lead = (late.intercept + late.slope * lo_x) - (early.intercept + early.slope * lo_x)
+        if lead > 0:  # no crossing ahead because late is in front from the start
+            verdict = (f"{late.objective} is ahead of {early.objective} already at the smallest scale (by the fitted "
+                       f"lines, {lead:+.3f}), and the gap {'grows' if late.slope > early.slope else 'narrows'} with "
+                       f"data; {share:.0%} of bootstrap draws cross above the smallest scale")
+        else:
+            verdict = (f"{late.objective} does not overtake {early.objective} beyond the smallest scale "
+                       f"(by the fitted lines; {share:.0%} of bootstrap draws cross)")
+        return Crossover(early.task, False, None, interval, share, verdict)
     size, inside = 10 ** point, point <= hi_x
     where = "inside" if inside else "beyond"
     verdict = (f"{late.objective} overtakes {early.objective} at ~{human(size)} caption pairs, {where} the fitted "
@@ -173,14 +214,16 @@ LANGUAGE_KINDS = ("retrieval", "captioning", "qa")
 
 def language_score(record: dict) -> tuple[str, Score] | None:
     """(panel name, Score) of a language-task record: retrieval -> text-to-audio R@1 (per protocol: own heads /
-    LiT), captioning -> CIDEr-D (per decoder: own / trained on the frozen encoder), QA -> exact match."""
+    LiT), captioning -> CIDEr-D (per decoder: own / trained on the frozen encoder), QA -> its judge's score."""
     kind, m, p = record.get("kind"), record.get("metrics", {}), record.get("params", {})
     if kind == "retrieval":
-        return f"retrieval {p.get('task')} t2a R@1 ({p.get('protocol')})", Score(m["test"], *m["interval"])
+        return f"text-to-audio R@1 ({p.get('protocol')}) · {p.get('task')}", Score(m["test"], *m["interval"])
     if kind == "captioning" and "cider_d" in m:
         decoder = p.get("protocol", {}).get("decoder", "")
-        return (f"captioning {p.get('task')} CIDEr-D ({'own decoder' if decoder == 'own' else 'frozen-encoder decoder'})",
-                Score(m["cider_d"]["value"], *m["cider_d"]["interval"]))
+        decoder = "own decoder" if decoder == "own" else "frozen-encoder decoder"
+        cider = m["cider_d"]
+        return f"caption CIDEr-D ({decoder}) · {p.get('task')}", Score(cider["value"], *cider["interval"])
     if kind == "qa":
-        return "QA exact match", Score(m["test"], *m["interval"])
+        judge = str(p.get("judge", "exact_match")).replace("_", " ")
+        return f"QA {judge}", Score(m["test"], *m["interval"])
     return None

@@ -438,18 +438,19 @@ def scaling_report(records: list[dict], objectives=("contrastive", "captioning")
                    late: str = "captioning") -> str:
     """Markdown: per task, each objective's fitted slope (score per decade of data, 95% interval) and where
     ``late`` overtakes ``early`` (with a bootstrap interval), or that no crossover lies ahead."""
-    from audiolp.study.analysis import crossover, fit_scaling, mean_score
+    from audiolp.study.analysis import classification_tasks, crossover, fit_scaling, mean_score
 
     points = {o: _scale_points(records, o) for o in objectives}
     tasks = list(dict.fromkeys(t for by_scale in points.values() for sc in by_scale.values() for t in sc))
+    in_mean = [t for t in tasks if t in classification_tasks(records)]
     lines = ["| task | " + " | ".join(f"{o} slope / decade [95% CI]" for o in objectives) + " | crossover |",
              "|---|" + "---|" * (len(objectives) + 1)]
     for task in tasks + ["mean over tasks"]:
         fits, cells = {}, []
         for o in objectives:
             if task == "mean over tasks":
-                pts = [(scale_size(s), mean_score([sc[t] for t in tasks])) for s, sc in points[o].items()
-                       if all(t in sc for t in tasks)]
+                pts = [(scale_size(s), mean_score([sc[t] for t in in_mean])) for s, sc in points[o].items()
+                       if in_mean and all(t in sc for t in in_mean)]
             else:
                 pts = [(scale_size(s), sc[task]) for s, sc in points[o].items() if task in sc]
             if len({p[0] for p in pts}) >= 2:
@@ -474,8 +475,12 @@ def init_report(records: list[dict], objectives=("contrastive", "captioning"), i
             if s not in scratch:
                 continue
             tasks = [t for t in warm[s] if t in scratch[s]]
+            if not tasks:
+                lines.append(f"| {o} | {s} | - | - | no task probed on both encoders |")
+                continue
             a, b = mean_score([scratch[s][t] for t in tasks]), mean_score([warm[s][t] for t in tasks])
-            lines.append(f"| {o} | {s} | {a.value:.3f} | {b.value:.3f} | {(b - a).text()} |")
+            gain = mean_score([warm[s][t] - scratch[s][t] for t in tasks])  # paired per task where possible
+            lines.append(f"| {o} | {s} | {a.value:.3f} | {b.value:.3f} | {gain.text()} |")
     return "\n".join(lines)
 
 

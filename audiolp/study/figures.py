@@ -127,9 +127,10 @@ def plot_scaling(records: list[dict], path_stem, objectives=("contrastive", "cap
     objective (dashed: initialised from ``init``), 95% intervals, fitted log-linear lines, random init level."""
     import numpy as np
 
-    from audiolp.study.analysis import fit_scaling, mean_score, probe_scores, scale_size
+    from audiolp.study.analysis import classification_tasks, fit_scaling, mean_score, probe_scores, scale_size
 
     tasks = _task_order(records)
+    in_mean = [t for t in tasks if t in classification_tasks(records)]  # SED's F1 is another scale
     series: dict[tuple[str, str | None], dict[str, dict]] = {}
     for enc in dict.fromkeys(r["params"]["encoder"] for r in records if r.get("kind") == "probe"):
         objective, enc_init, scale = parse_run_name(enc)
@@ -147,8 +148,8 @@ def plot_scaling(records: list[dict], path_stem, objectives=("contrastive", "cap
             pts = []
             for scale, sc in by_scale.items():
                 if panel == "mean over tasks":
-                    if all(t in sc for t in tasks):
-                        pts.append((scale_size(scale), mean_score([sc[t] for t in tasks])))
+                    if in_mean and all(t in sc for t in in_mean):
+                        pts.append((scale_size(scale), mean_score([sc[t] for t in in_mean])))
                 elif panel in sc:
                     pts.append((scale_size(scale), sc[panel]))
             if not pts:
@@ -168,8 +169,8 @@ def plot_scaling(records: list[dict], path_stem, objectives=("contrastive", "cap
                 ax.plot([p[0] for p in pts], [p[1].value for p in pts], style, color=color, lw=1.0)
         if panel in ref:
             ax.axhline(ref[panel].value, color="0.5", ls=":", lw=1, label="random init")
-        elif panel == "mean over tasks" and all(t in ref for t in tasks):
-            ax.axhline(mean_score([ref[t] for t in tasks]).value, color="0.5", ls=":", lw=1, label="random init")
+        elif panel == "mean over tasks" and in_mean and all(t in ref for t in in_mean):
+            ax.axhline(mean_score([ref[t] for t in in_mean]).value, color="0.5", ls=":", lw=1, label="random init")
         ax.set_xscale("log")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("caption pairs (paper scale)", fontsize=8)

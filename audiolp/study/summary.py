@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audiolp.files import atomic_write_text
-from audiolp.study.analysis import Score, fit_scaling, gap, mean_score, parse_run_name, probe_scores, scale_size
+from audiolp.study.analysis import (Score, classification_tasks, contrast, fit_scaling, gap, mean_score,
+                                    parse_run_name, probe_scores, scale_size)
 from audiolp.study.records import read_records
 
 
@@ -50,37 +51,40 @@ def _by_size(scales: dict[str, str]) -> list[tuple[str, str]]:
     return sorted(scales.items(), key=lambda kv: scale_size(kv[0]))
 
 
-def _tasks(probes: list[dict], kinds=("multiclass", "multilabel")) -> list[str]:
+def _tasks(probes: list[dict], kinds: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(r["params"]["task"] for r in probes if r["params"].get("kind") in kinds))
 
 
 def premise(probes: list[dict]) -> list[Finding]:
     """Each pretrained encoder's mean probe score over the classification tasks minus random init's and fbank's."""
-    tasks = _tasks(probes)
+    tasks = classification_tasks(probes)
     out = []
     for enc in dict.fromkeys(r["params"]["encoder"] for r in probes):
         if enc in ("random_init", "fbank"):
             continue
         for ref in ("random_init", "fbank"):
-            _, d = gap(probes, enc, ref, "mean", tasks)
+            per_task, d = gap(probes, enc, ref, "mean", tasks)
             if d is not None:
-                out.append(Finding("0", f"pretraining beats {ref}", f"{enc} - {ref}, mean over {len(tasks)} tasks",
+                out.append(Finding("0", f"pretraining beats {ref}", f"{enc} - {ref}, mean over {len(per_task)} tasks",
                                    d, _verdict(d)))
     return out
 
 
 def findings(records: list[dict]) -> list[Finding]:
     probes = [r for r in records if r.get("kind") == "probe"]
-    tasks = _tasks(probes)
+    tasks = classification_tasks(probes)
     out: list[Finding] = []
 
     # 1. Contrastive wins linear probing at small scale.
     con, cap = _by_size(_scaled_runs(probes, "contrastive")), _by_size(_scaled_runs(probes, "captioning"))
     common = [s for s, _ in con if s in dict(cap)]
-    eff = gap(probes, f"contrastive@{common[0]}", f"captioning@{common[0]}", "mean", tasks)[1] if common else None
+    # "Small scale" needs a scale point below the whole corpus: a gap measured at full says nothing about it.
+    small = common[0] if common and scale_size(common[0]) < scale_size("full") else None
+    eff = gap(probes, f"contrastive@{small}", f"captioning@{small}", "mean", tasks)[1] if small else None
     out.append(Finding("1", "contrastive is more data-efficient: it wins linear probing at small scale",
-                       f"contrastive - captioning at {common[0] if common else '?'}, mean probe score", eff,
-                       _verdict(eff)))
+                       f"contrastive - captioning at {small or 'a scale below full'}, mean probe score", eff,
+                       _verdict(eff), "" if small or not common else "needs both objectives at a scale below full "
+                       "(03_scaling)"))
 
     # 2. Captioning scales better on language-involved tasks (retrieval, captioning, QA records across scales).
     lang = [r for r in records if r.get("kind") in ("retrieval", "captioning", "qa")]
@@ -93,13 +97,16 @@ def findings(records: list[dict]) -> list[Finding]:
     eff3, where = None, "?"
     for s in common[::-1]:
         a, b = f"contrastive@{s}", f"captioning@{s}"
-        _, g_mean = gap(probes, a, b, "mean", tasks)
-        _, g_att = gap(probes, a, b, "attention", tasks)
-        if g_mean is not None and g_att is not None:
-            sign = 1 if g_mean.value >= 0 else -1
-            narrowing = Score(sign * g_mean.value, 0, 0) - Score(sign * g_att.value, 0, 0)
-            h = (g_mean.half ** 2 + g_att.half ** 2) ** 0.5
-            eff3, where = Score(narrowing.value, narrowing.value - h, narrowing.value + h), s
+        by_mean, _ = gap(probes, a, b, "mean", tasks)
+        by_att, _ = gap(probes, a, b, "attention", tasks)
+        both = [t for t in by_mean if t in by_att]
+        if both:
+            # abs(mean gap) - abs(attention gap), each sign taken from its mean over tasks; per task a signed sum
+            # of the four encoders' scores on the same clips (paired where the records hold per-clip values).
+            sign_m = 1.0 if mean_score([by_mean[t] for t in both]).value >= 0 else -1.0
+            sign_a = 1.0 if mean_score([by_att[t] for t in both]).value >= 0 else -1.0
+            eff3 = mean_score([contrast([(sign_m, by_mean[t]), (-sign_a, by_att[t])]) for t in both])
+            where = s
             break
     out.append(Finding("3", "attention pooling narrows the contrastive-captioning gap",
                        f"abs(gap) under mean pooling - abs(gap) under attention pooling, at {where}", eff3, _verdict(eff3)))
@@ -112,9 +119,11 @@ def findings(records: list[dict]) -> list[Finding]:
     if gains:
         eff4 = gains[0][1]
         detail4 = "gain by scale: " + ", ".join(f"{s} {g.text()}" for s, g in gains)
+    # Tested here: the gain for contrastive at the smallest scale; how it changes with scale is in the detail and in
+    # 04's figure, and the comparison with captioning in 04's table.
     out.append(Finding("4", "supervised (tagging) initialisation helps early, mostly for contrastive",
-                       f"contrastive from tagging - from scratch at {gains[0][0] if gains else '?'}", eff4,
-                       _verdict(eff4), detail4))
+                       f"contrastive from tagging - from scratch at {gains[0][0] if gains else '?'} (the smallest "
+                       "scale)", eff4, _verdict(eff4), detail4))
 
     # 5. SED degrades as caption data grows.
     sed_tasks = _tasks(probes, ("sed",))
@@ -155,17 +164,40 @@ def _language_slope_gap(lang: list[dict]) -> tuple[Score | None, str]:
         if all(len({p[0] for p in per.get(o, [])}) >= 2 for o in ("contrastive", "captioning")):
             fc, fk = (fit_scaling(o, panel, per[o]) for o in ("contrastive", "captioning"))
             diffs.append((panel, Score(fk.slope, *fk.slope_interval) - Score(fc.slope, *fc.slope_interval)))
+    # Panels holding one objective only are named: e.g. captions from a captioning run's own decoder and from a
+    # decoder trained on a contrastive encoder are different protocols, so they are not compared.
+    one_sided = sorted(k for k, per in by.items() if k not in dict(diffs))
+    skipped = f"; not compared (one objective or < 2 scales): {', '.join(one_sided)}" if one_sided else ""
     if not diffs:
-        return None, "needs language-task records (06_language_tasks) at >= 2 scales for both objectives"
-    return mean_score([d for _, d in diffs]), "; ".join(f"{k} {d.text()}" for k, d in diffs)
+        return None, "needs language-task records (06_language_tasks) at >= 2 scales for both objectives" + skipped
+    return mean_score([d for _, d in diffs]), "; ".join(f"{k} {d.text()}" for k, d in diffs) + skipped
+
+
+def _mixed_settings(records: list[dict]) -> list[str]:
+    """A warning when the pretraining runs behind these records were trained with different settings (e.g. one scale
+    point rerun with more steps): their differences then mix scale with training length."""
+    groups: dict[tuple, list[str]] = {}
+    for r in records:
+        if r.get("kind") == "pretrain":
+            key = tuple((k, r["params"].get(k)) for k in ("preset", "model", "steps", "seed"))
+            groups.setdefault(key, []).append(str(r["name"]))
+    if len(groups) <= 1:
+        return []
+    parts = "; ".join(", ".join(f"{k} {v}" for k, v in key) + f": {', '.join(sorted(names))}"
+                      for key, names in groups.items())
+    return ["", f"**These records mix training settings** ({parts}). Comparisons across these groups mix the effect "
+            "studied with the training setting: rerun the notebooks with one setting (same `steps`, `preset`, "
+            "`model`, `seed`) before reading the findings."]
 
 
 def summary_markdown(records: list[dict]) -> str:
     probes = [r for r in records if r.get("kind") == "probe"]
     lines = ["# Study summary (generated from the results records by `audiolp.study.summary`)", "",
-             "Effects are differences of test scores with 95% intervals (see audiolp/study/analysis.py). "
+             "Effects are differences of test scores with 95% intervals (see audiolp/study/analysis.py: paired over "
+             "test clips where the records hold per-clip scores, else combined as independent, which is wider). "
              "Verdict: reproduced / not reproduced when the interval excludes zero on the paper's / the other side, "
-             "inconclusive when it holds zero.", "", "## The premise: pretrained encoders above the references", "",
+             "inconclusive when it holds zero.", *_mixed_settings(records), "",
+             "## The premise: pretrained encoders above the references", "",
              "| encoder | minus random init [95% CI] | minus fbank [95% CI] | clears both |", "|---|---|---|---|"]
     rows: dict[str, dict[str, Finding]] = {}
     for f in premise(probes):
