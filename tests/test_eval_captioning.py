@@ -166,6 +166,26 @@ def test_frozen_encoders_get_a_decoder_from_the_trainer_and_keep_their_weights(t
     assert "| tag | retrieval | trained on frozen | greedy |" in printed and "| random_init |" in printed
 
 
+def test_the_study_scores_a_captioning_run_with_both_decoders(tiny_ministew, cap_run, tag_run, tmp_path):
+    """decoder="both": a captioning run gets its own decoder's record and, like every other encoder, a frozen-encoder
+    decoder's, so both objectives land in one comparable panel."""
+    from audiolp.eval.run import evaluate
+    from audiolp.study.analysis import language_score
+
+    records = evaluate({"cap": cap_run, "tag": tag_run}, tiny_ministew / "tasks.json", tasks=["captioning"],
+                       baselines=("random",), out_dir=tmp_path / "records", log=lambda *a: None,
+                       captioning={"decoder": "both", "protocol": FAST, "metrics": CHEAP, "progress": False,
+                                   "n_boot": 200, "decoding": Decoding(max_len=12)})
+    assert [(r["params"]["encoder"], r["params"]["protocol"]["decoder"]) for r in records] == [
+        ("cap", "own"), ("cap", "trained_on_frozen_encoder"), ("tag", "trained_on_frozen_encoder"),
+        ("random_init", "trained_on_frozen_encoder")]
+    panels = {}
+    for r in records:
+        panels.setdefault(language_score(r)[0], []).append(r["params"]["encoder"])
+    assert panels == {"caption CIDEr-D (own decoder) · retrieval": ["cap"],
+                      "caption CIDEr-D (frozen-encoder decoder) · retrieval": ["cap", "tag", "random_init"]}
+
+
 def test_evaluate_captioning_from_the_command_line(tiny_ministew, cap_run, tmp_path, capsys):
     out = tmp_path / "records"
     assert main(["evaluate", f"cap={cap_run}", "--registry", str(tiny_ministew / "tasks.json"), "--tasks",

@@ -287,7 +287,8 @@ def score_captions(candidates: list[str], references: list[list[str]], metrics=D
 # ---------------------------------------------------------------------------------------------------------------
 # Decoders: a captioning run's own, or one trained on a frozen encoder through the trainer.
 # ---------------------------------------------------------------------------------------------------------------
-def _run_config(run_dir: Path):
+def run_config(run_dir: Path):
+    """The TrainConfig a pretraining run was trained with (its config.json)."""
     from audiolp.train.config import TrainConfig
 
     path = run_dir / "config.json"
@@ -305,7 +306,7 @@ def load_run_objective(run_dir: str | os.PathLike, device: str = "cpu") -> nn.Mo
     from audiolp.objectives import build_objective
 
     run_dir = Path(run_dir)
-    cfg = _run_config(run_dir)
+    cfg = run_config(run_dir)
     enc_path = run_dir / ENCODER_CONFIG
     encoder = (build_encoder_from_dict(json.loads(enc_path.read_text())) if enc_path.exists() else
                build_encoder_from_dict({"class": "zipformer", "config": dataclasses.asdict(cfg.encoder_config())}))
@@ -328,7 +329,7 @@ def _random_init_encoder(run_dir: Path) -> nn.Module:
     """The run's encoder preset at random init, seeded as the run was (its config.json's seed): the reference."""
     from audiolp.models.io import ENCODER_CONFIG, build_encoder_from_dict
 
-    cfg = _run_config(run_dir)
+    cfg = run_config(run_dir)
     torch.manual_seed(cfg.seed)
     path = run_dir / ENCODER_CONFIG
     d = (json.loads(path.read_text()) if path.exists() else
@@ -342,7 +343,7 @@ def decoder_train_config(run_dir: str | os.PathLike, data: str, init_from: str, 
     number of training clips when known, caps the loader's duration buckets."""
     from audiolp.train.config import TrainConfig
 
-    src = _run_config(Path(run_dir))
+    src = run_config(Path(run_dir))
     # The encoder exactly as the run built it (attention scaling follows the optimiser family) and its features.
     base = {"model": src.model, "model_overrides": dict(src.model_overrides), "optim": {"name": src.optim.name},
             "text_model": src.text_model,
@@ -473,7 +474,7 @@ def evaluate_captioning(run: str | os.PathLike, registry: str | os.PathLike | No
     run_dir = Path(run)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run dir {run_dir} does not exist; give the --run-dir of a pretraining run")
-    cfg = _run_config(run_dir)
+    cfg = run_config(run_dir)
     decoding, protocol = decoding or Decoding(), protocol or DecoderProtocol()
     metrics = tuple(metrics)
     metric_availability(metrics)  # unknown names fail before any work

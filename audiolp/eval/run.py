@@ -175,21 +175,31 @@ def _evaluate_qa_runs(runs: dict, registry_path: Path, baselines, out_dir, qa_pr
 
 
 def _captioning(runs: dict, registry_path: Path, baselines, out_dir, options: dict, log) -> list[dict]:
-    """One captioning record per run dir, plus the random-init reference like the first run ("fbank" has no
-    encoder to caption from and is left out)."""
-    from audiolp.eval.captioning import evaluate_captioning
+    """Captioning records per run dir, plus the random-init reference like the first run ("fbank" has no encoder to
+    caption from and is left out). ``options["decoder"]="both"`` scores a captioning run twice: with its own
+    decoder, and with a decoder trained on its frozen encoder -- the protocol every other encoder gets, so the
+    objectives can be compared on equal terms (the study does this)."""
+    from audiolp.eval.captioning import evaluate_captioning, run_config
 
     named = [(n, src) for n, src in runs.items() if not isinstance(src, nn.Module)]
     if len(named) < len(runs):
         raise ValueError("captioning needs run dirs (a decoder is loaded from or trained through the run's "
                          "config); an nn.Module was given")
-    jobs = [(n, src, False) for n, src in named]
+    options = dict(options)
+    chosen = options.pop("decoder", "auto")
+    jobs = []
+    for n, src in named:
+        if chosen == "both":
+            both = run_config(Path(src)).objective == "captioning"
+            jobs += [(n, src, False, "own"), (n, src, False, "train")] if both else [(n, src, False, "auto")]
+        else:
+            jobs.append((n, src, False, chosen))
     if "random" in baselines and named:
-        jobs.append(("random_init", named[0][1], True))
+        jobs.append(("random_init", named[0][1], True, "train"))
     out = []
-    for name, src, random_init in jobs:
-        rec = evaluate_captioning(src, registry_path, name=name, random_init=random_init, out_dir=out_dir, log=log,
-                                  **options)
+    for name, src, random_init, decoder in jobs:
+        rec = evaluate_captioning(src, registry_path, name=name, random_init=random_init, decoder=decoder,
+                                  out_dir=out_dir, log=log, **options)
         m = rec["metrics"]
         log(f"[evaluate] {name:>16} {rec['params']['task']:>18} captions: " + ", ".join(
             f"{k} {m[k]['value']:.3f}" for k in rec["params"]["metrics"] if k in m))

@@ -503,7 +503,10 @@ def language_tasks(study: Study, objectives=("contrastive", "captioning"), scale
     runs = {run_name(o, s): study.pretrain(o, s) for s in scales for o in objectives}
     return evaluate(runs, study.registry, tasks=tasks, baselines=("random",), out_dir=study.records / "eval",
                     cache_dir=study.out / ".embeddings", protocol=study.protocol(), log=study.log,
-                    captioning={"protocol": DecoderProtocol(max_steps=check_int(decoder_steps, "decoder_steps"))},
+                    # A captioning run is scored with its own decoder and, like every other encoder, with one
+                    # trained on its frozen encoder: the objectives then compare on the same protocol (finding 2).
+                    captioning={"protocol": DecoderProtocol(max_steps=check_int(decoder_steps, "decoder_steps")),
+                                "decoder": "both"},
                     qa_protocol=QAProtocol(steps=check_int(qa_steps, "qa_steps"),
                                            max_test_questions_per_type=qa_questions_per_type, device=study.device),
                     lit=LiTConfig(steps=check_int(lit_steps, "lit_steps")))
