@@ -150,6 +150,25 @@ def test_widgets_build_on_the_study_outputs(executed, tiny_ministew):
         embed_task(study, "captioning@full")
 
 
+def test_caption_tsne_reads_its_records_back(executed, tiny_ministew, monkeypatch):
+    """05 again with the same parameters: both maps come from their records (no t-SNE is fitted), identical."""
+    import audiolp.eval.tsne as tsne_mod
+    from audiolp.study.experiments import Study, caption_tsne
+    from audiolp.study.records import read_records
+
+    p = _params(tiny_ministew, executed)
+    study = Study.from_parameters(corpus=p["corpus"], steps=p["steps"], tasks=p["tasks"], probe=p["probe"],
+                                  out=p["out"], figures=p["figures"], device="cpu")
+    before = {r["name"]: r for r in read_records(study.records / "tsne")}
+    monkeypatch.setattr(tsne_mod, "tsne_map", lambda *a, **k: pytest.fail("a t-SNE was recomputed"))
+    max_points = EXTRA["05_caption_tsne"]["max_points"]
+    again = caption_tsne(study, max_points=max_points)
+    assert [r["name"] for r in again] == ["captions_by_source", "clips_by_domain"]
+    assert all(r["metrics"] == before[r["name"]]["metrics"] for r in again)
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        caption_tsne(study, max_points=max_points + 1)  # other params: computed anew
+
+
 def test_every_parameter_is_visible_to_papermill():
     """papermill reads the parameters cell (for --help-notebook and its unknown-parameter warning): a comment it
     cannot parse hides the parameter."""

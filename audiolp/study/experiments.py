@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audiolp.files import read_json, write_record
+from audiolp.files import read_json, record_path, write_record
 from audiolp.study.analysis import parse_run_name, scale_size  # noqa: F401  (the names notebooks use)
 
 OBJECTIVES = ("contrastive", "captioning", "tagging")
@@ -375,14 +375,23 @@ def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = 
 
     max_points = check_int(max_points, "max_points", 10)
     out = []
-    res = caption_map(CutSet.from_file(study.corpus), max_points=max_points, seed=study.seed)
-    rng = np.random.default_rng(study.seed)
-    shuffled = [silhouettes(np.asarray(res.coords), np.asarray(res.coords), list(rng.permutation(res.labels)))[1]
-                for _ in range(20)]
-    out.append(_tsne_record(study, "captions_by_source", res, {"corpus": str(study.corpus), "max_points": max_points,
-                                                              "seed": study.seed},
-                            {"silhouette_2d_shuffled_p95": float(np.percentile(shuffled, 95))}))
+    params = {"corpus": str(study.corpus), "max_points": max_points, "seed": study.seed, "perplexity": 30.0}
+    stored = _stored_tsne(study, "captions_by_source", params)
+    if stored:
+        out.append(stored)
+    else:
+        res = caption_map(CutSet.from_file(study.corpus), max_points=max_points, seed=study.seed)
+        rng = np.random.default_rng(study.seed)
+        shuffled = [silhouettes(np.asarray(res.coords), np.asarray(res.coords),
+                                list(rng.permutation(res.labels)))[1] for _ in range(20)]
+        out.append(_tsne_record(study, "captions_by_source", res, params,
+                                {"silhouette_2d_shuffled_p95": float(np.percentile(shuffled, 95))}))
     run_dir = study.pretrain(check_objectives(encoder_objective, "encoder_objective")[0], check_scale(scale))
+    params = {"run": str(run_dir), "encoder": run_name(encoder_objective, scale), "max_points": max_points,
+              "seed": study.seed, "perplexity": 30.0}
+    stored = _stored_tsne(study, f"clips_by_{color_by}", params)
+    if stored:
+        return out + [stored]
     encoder = load_run_encoder(run_dir)
     registry = load_task_registry(study.registry)
     cuts = []
@@ -392,10 +401,18 @@ def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = 
     cache = EmbeddingCache(study.out / ".embeddings", progress=False)
     emb = cache.get(encoder, CutSet.from_cuts(cuts), name="tsne/test_clips")
     res = clip_tsne(emb, cuts, color_by=color_by, max_points=max_points, seed=study.seed)
-    out.append(_tsne_record(study, f"clips_by_{color_by}", res, {"run": str(run_dir), "encoder":
-                                                                 run_name(encoder_objective, scale),
-                                                                 "max_points": max_points, "seed": study.seed}, {}))
+    out.append(_tsne_record(study, f"clips_by_{color_by}", res, params, {}))
     return out
+
+
+def _stored_tsne(study: Study, name: str, params: dict) -> dict | None:
+    """The stored t-SNE record ``name`` when it was made with these params (a run dir's name carries its config
+    hash, so a retrained encoder is another run dir), else None: the map is recomputed."""
+    path = record_path(study.records / "tsne", "tsne", name)
+    if not path.exists():
+        return None
+    rec = read_json(path, "rerun the notebook")
+    return rec if all(rec.get("params", {}).get(k) == v for k, v in params.items()) else None
 
 
 def _tsne_record(study: Study, name: str, res, params: dict, extra: dict) -> dict:
