@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -184,6 +185,19 @@ def test_the_study_scores_a_captioning_run_with_both_decoders(tiny_ministew, cap
         panels.setdefault(language_score(r)[0], []).append(r["params"]["encoder"])
     assert panels == {"caption CIDEr-D (own decoder) · retrieval": ["cap"],
                       "caption CIDEr-D (frozen-encoder decoder) · retrieval": ["cap", "tag", "random_init"]}
+
+
+def test_the_same_weights_in_another_run_dir_get_their_own_decoder(tiny_ministew, tag_run, tmp_path):
+    """A run retrained into a new dir with identical weights (e.g. its config hash changed) does not collide with
+    the decoder trained for the old dir (regression: the trainer refused to resume a run with another init_from)."""
+    copy = tmp_path / "tag_again"
+    shutil.copytree(tag_run, copy)
+    kw = dict(registry=tiny_ministew / "tasks.json", name="tag", protocol=FAST, metrics=CHEAP, progress=False,
+              n_boot=200, decoding=Decoding(max_len=12), out_dir=tmp_path / "records")
+    first, second = evaluate_captioning(tag_run, **kw), evaluate_captioning(copy, **kw)
+    assert first["params"]["fingerprint"] == second["params"]["fingerprint"]
+    assert len(list((tmp_path / "records" / ".decoders").iterdir())) == 2
+    assert second["params"]["run"] == str(copy)
 
 
 def test_evaluate_captioning_from_the_command_line(tiny_ministew, cap_run, tmp_path, capsys):

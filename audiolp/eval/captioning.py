@@ -527,7 +527,10 @@ def evaluate_captioning(run: str | os.PathLike, registry: str | os.PathLike | No
         if stored.get("params") == params:
             return stored
     if not own:
-        dec_dir = Path(out_dir) / ".decoders" / f"{enc_name}__{task}__{_short_hash([fingerprint, proto, seed])}"
+        # The run dir is in the key: the decoder run records its encoder's path (init_from), and a retrained run with
+        # the same weights in another dir (e.g. after a config-hash change) must not try to resume it.
+        key = _short_hash([fingerprint, proto, seed, str(run_dir.resolve())])
+        dec_dir = Path(out_dir) / ".decoders" / f"{enc_name}__{task}__{key}"
         n_clips = len(load_task_split(spec, "train", registry_path.parent)) if protocol.data is None else None
         model = train_decoder(run_dir, encoder, train_data, dec_dir, protocol, seed=seed, random_init=random_init,
                               progress=progress, n_clips=n_clips, log=log)
