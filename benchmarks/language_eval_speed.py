@@ -26,10 +26,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a pretraining run dir")
     ap.add_argument("--registry", default="data/ministew_full/tasks.json")
-    ap.add_argument("--lit-steps", type=int, default=150)
-    ap.add_argument("--decoder-steps", type=int, default=200)
-    ap.add_argument("--qa-steps", type=int, default=30)
-    ap.add_argument("--qa-questions-per-type", type=int, default=10)
+    from audiolp.study.demo import PLANS
+
+    demo = PLANS["full"].extra["06_language_tasks"]  # the make demo settings, unless overridden
+    ap.add_argument("--lit-steps", type=int, default=demo["lit_steps"])
+    ap.add_argument("--decoder-steps", type=int, default=demo["decoder_steps"])
+    ap.add_argument("--qa-steps", type=int, default=demo["qa_steps"])
+    ap.add_argument("--qa-questions-per-type", type=int, default=demo["qa_questions_per_type"])
     ap.add_argument("--protocols", default="retrieval,captioning,qa")
     args = ap.parse_args()
     if not os.path.isdir(args.run):

@@ -189,11 +189,9 @@ def _captioning(runs: dict, registry_path: Path, baselines, out_dir, options: di
     chosen = options.pop("decoder", "auto")
     jobs = []
     for n, src in named:
-        if chosen == "both":
-            both = run_config(Path(src)).objective == "captioning"
-            jobs += [(n, src, False, "own"), (n, src, False, "train")] if both else [(n, src, False, "auto")]
-        else:
-            jobs.append((n, src, False, chosen))
+        is_captioning = chosen == "both" and run_config(Path(src)).objective == "captioning"
+        decoders = ("own", "train") if is_captioning else ("auto" if chosen == "both" else chosen,)
+        jobs += [(n, src, False, d) for d in decoders]
     if "random" in baselines and named:
         jobs.append(("random_init", named[0][1], True, "train"))
     out = []

@@ -357,6 +357,9 @@ def init_ablation(study: Study, objectives=("contrastive", "captioning"), scales
     return study.evaluate(runs)
 
 
+TSNE_PERPLEXITY = 30.0  # both maps of 05; part of the records' params, so a changed value recomputes them
+
+
 def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = "contrastive", scale: str = "full",
                  color_by: str = "domain") -> list[dict]:
     """05: t-SNE of the corpus' caption embeddings by source (with the silhouette score, and the silhouette of the
@@ -375,12 +378,14 @@ def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = 
 
     max_points = check_int(max_points, "max_points", 10)
     out = []
-    params = {"corpus": str(study.corpus), "max_points": max_points, "seed": study.seed, "perplexity": 30.0}
+    params = {"corpus": str(study.corpus), "max_points": max_points, "seed": study.seed,
+              "perplexity": TSNE_PERPLEXITY}
     stored = _stored_tsne(study, "captions_by_source", params)
     if stored:
         out.append(stored)
     else:
-        res = caption_map(CutSet.from_file(study.corpus), max_points=max_points, seed=study.seed)
+        res = caption_map(CutSet.from_file(study.corpus), max_points=max_points, seed=study.seed,
+                          perplexity=TSNE_PERPLEXITY)
         rng = np.random.default_rng(study.seed)
         shuffled = [silhouettes(np.asarray(res.coords), np.asarray(res.coords),
                                 list(rng.permutation(res.labels)))[1] for _ in range(20)]
@@ -388,7 +393,7 @@ def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = 
                                 {"silhouette_2d_shuffled_p95": float(np.percentile(shuffled, 95))}))
     run_dir = study.pretrain(check_objectives(encoder_objective, "encoder_objective")[0], check_scale(scale))
     params = {"run": str(run_dir), "encoder": run_name(encoder_objective, scale), "max_points": max_points,
-              "seed": study.seed, "perplexity": 30.0}
+              "seed": study.seed, "perplexity": TSNE_PERPLEXITY}
     stored = _stored_tsne(study, f"clips_by_{color_by}", params)
     if stored:
         return out + [stored]
@@ -400,7 +405,7 @@ def caption_tsne(study: Study, max_points: int = 2000, encoder_objective: str = 
             cuts += list(load_task_split(spec, "test", study.registry.parent))
     cache = EmbeddingCache(study.out / ".embeddings", progress=False)
     emb = cache.get(encoder, CutSet.from_cuts(cuts), name="tsne/test_clips")
-    res = clip_tsne(emb, cuts, color_by=color_by, max_points=max_points, seed=study.seed)
+    res = clip_tsne(emb, cuts, color_by=color_by, max_points=max_points, seed=study.seed, perplexity=TSNE_PERPLEXITY)
     out.append(_tsne_record(study, f"clips_by_{color_by}", res, params, {}))
     return out
 
@@ -459,7 +464,8 @@ def scaling_report(records: list[dict], objectives=("contrastive", "captioning")
 
     points = {o: _scale_points(records, o) for o in objectives}
     tasks = list(dict.fromkeys(t for by_scale in points.values() for sc in by_scale.values() for t in sc))
-    in_mean = [t for t in tasks if t in classification_tasks(records)]
+    scored = set(classification_tasks(records))
+    in_mean = [t for t in tasks if t in scored]
     lines = ["| task | " + " | ".join(f"{o} slope / decade [95% CI]" for o in objectives) + " | crossover |",
              "|---|" + "---|" * (len(objectives) + 1)]
     for task in tasks + ["mean over tasks"]:

@@ -130,7 +130,8 @@ def plot_scaling(records: list[dict], path_stem, objectives=("contrastive", "cap
     from audiolp.study.analysis import classification_tasks, fit_scaling, mean_score, probe_scores, scale_size
 
     tasks = _task_order(records)
-    in_mean = [t for t in tasks if t in classification_tasks(records)]  # SED's F1 is another scale
+    scored = set(classification_tasks(records))
+    in_mean = [t for t in tasks if t in scored]  # SED's F1 is another scale
     series: dict[tuple[str, str | None], dict[str, dict]] = {}
     for enc in dict.fromkeys(r["params"]["encoder"] for r in records if r.get("kind") == "probe"):
         objective, enc_init, scale = parse_run_name(enc)
